@@ -1,0 +1,59 @@
+"""The ``agent-exec`` command line: parse, call the library, print one document."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ._grammar import Decline, Invocation, hoist_globals, parse
+
+
+def execute(invocation: Invocation) -> int:
+    """Run one parsed invocation, print its response document, return the exit code."""
+    from .._errors import AgentExecError
+    from .._output import emit, envelope, error_envelope
+
+    yaml = bool(invocation.globals.get("yaml"))
+    if invocation.command == "completions":
+        from ._completion import print_completion_script
+
+        return print_completion_script(invocation.params["shell"])
+    if invocation.command == "serve":
+        from .._serve import serve_command
+
+        return serve_command(invocation.params, invocation.globals)
+    from ._commands import COMMANDS
+
+    try:
+        kind, data = COMMANDS[invocation.command](invocation.params, invocation.globals)
+    except AgentExecError as exc:
+        emit(error_envelope(exc), yaml=yaml)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # never a traceback on stdout: report it as a JSON error
+        if invocation.globals.get("verbose"):
+            import traceback
+
+            traceback.print_exc()
+        emit(error_envelope(AgentExecError(f"{type(exc).__name__}: {exc}")), yaml=yaml)
+        return 1
+    emit(envelope(kind, data), yaml=yaml)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point of ``agent-exec``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if os.environ.get("COMPLETE"):
+        from ._completion import complete_from_env
+
+        sys.exit(complete_from_env(args))
+    try:
+        invocation = parse(args)
+    except Decline:
+        from ._app import run_typer
+
+        run_typer(hoist_globals(args))
+        return
+    sys.exit(execute(invocation))

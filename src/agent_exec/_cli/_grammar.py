@@ -1,0 +1,446 @@
+"""The command-line grammar, declared once.
+
+The table drives two parsers: :func:`parse` (no imports beyond the stdlib, used for every
+well-formed invocation, because ``import typer`` alone costs ~5x a bare interpreter
+start-up) and the typer application in ``_app.py`` (help, completions and usage errors),
+which is generated from the same table so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+FLAG = "flag"  # switch, no value
+STR = "str"  # one string value
+INT = "int"  # one non-negative decimal integer
+MULTI = "multi"  # repeatable string
+OPTBOOL = "optbool"  # --wait [true|false]
+COUNT = "count"  # -v, -vv
+
+_TAG = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$")
+
+
+def is_tag(value: str) -> bool:
+    return bool(_TAG.match(value))
+
+
+def is_tag_pattern(value: str) -> bool:
+    return is_tag(value[:-2] if value.endswith(".*") else value)
+
+
+@dataclass(frozen=True)
+class Opt:
+    flag: str
+    dest: str
+    kind: str
+    help: str
+    choices: tuple[str, ...] | None = None
+    check: str | None = None  # "tag" | "tag_pattern" | "u16"
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    options: tuple[Opt, ...] = ()
+    job_id: str | None = None  # None, "required" or "optional"
+    rest: bool = False  # takes the job's COMMAND words
+    positional_choice: tuple[str, ...] | None = None  # completions SHELL
+    conflicts: tuple[tuple[str, str], ...] = ()
+    aliases: tuple[str, ...] = ()
+    by_flag: dict[str, Opt] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        self.by_flag.update({opt.flag: opt for opt in self.options})
+
+
+GLOBAL_OPTIONS = (
+    Opt("--root", "root", STR, "Jobs root directory (default: $AGENT_EXEC_ROOT, then XDG data dir)."),
+    Opt("--yaml", "yaml", FLAG, "Print the response as YAML instead of JSON."),
+    Opt("--verbose", "verbose", COUNT, "More diagnostics on stderr (-v info, -vv debug)."),
+)
+
+_AUTO_GC = (
+    Opt("--no-auto-gc", "no_auto_gc", FLAG, "Skip automatic garbage collection."),
+    Opt("--auto-gc-older-than", "auto_gc_older_than", STR, "Auto-GC retention (30d, 24h, 60m, 3600s)."),
+    Opt("--auto-gc-max-jobs", "auto_gc_max_jobs", INT, "Auto-GC max-jobs policy."),
+    Opt("--auto-gc-max-bytes", "auto_gc_max_bytes", INT, "Auto-GC max-bytes policy."),
+)
+_OBSERVE = (
+    Opt("--wait", "wait", OPTBOOL, "Wait for inline output (default true).", default=True),
+    Opt("--until", "until", INT, "Maximum seconds to wait for inline output.", default=10),
+    Opt("--forever", "forever", FLAG, "Wait without a deadline."),
+    Opt("--no-wait", "no_wait", FLAG, "Return immediately after launching."),
+    Opt("--max-bytes", "max_bytes", INT, "Bytes of each stream's head included inline.", default=65536),
+)
+_OUTPUT_MATCH = (
+    Opt("--output-pattern", "output_pattern", STR, "Emit job.output.matched for lines matching this."),
+    Opt("--output-match-type", "output_match_type", STR, "contains or regex.", choices=("contains", "regex")),
+    Opt("--output-stream", "output_stream", STR, "Which stream to match.", choices=("stdout", "stderr", "either")),
+    Opt("--output-command", "output_command", STR, "Shell command run for each matching line."),
+    Opt("--output-file", "output_file", STR, "NDJSON file receiving each match event."),
+)
+_DEFINITION = (
+    Opt("--timeout", "timeout", INT, "Runtime limit in seconds (0 = none).", default=0),
+    Opt("--kill-after", "kill_after", INT, "Seconds between SIGTERM and SIGKILL on timeout.", default=0),
+    Opt("--cwd", "cwd", STR, "Working directory of the job."),
+    Opt("--env", "env", MULTI, "KEY=VALUE for the job's environment (repeatable)."),
+    Opt("--env-file", "env_file", MULTI, "Env file read when the job starts (repeatable)."),
+    Opt("--no-inherit-env", "no_inherit_env", FLAG, "Start from an empty environment."),
+    Opt("--inherit-env", "inherit_env", FLAG, "Inherit the caller's environment (the default)."),
+    Opt("--mask", "mask", MULTI, "Show this --env key's value as *** (repeatable)."),
+    Opt("--stdin", "stdin", STR, "Stdin content for the job; '-' reads the caller's stdin."),
+    Opt("--stdin-file", "stdin_file", STR, "File copied as the job's stdin."),
+    Opt("--stdin-max-bytes", "stdin_max_bytes", INT, "Size limit for stdin.", default=67108864),
+    Opt("--tag", "tag", MULTI, "Tag for the job (repeatable).", check="tag"),
+    Opt("--progress-every", "progress_every", INT, "Refresh updated_at every N seconds.", default=0),
+    Opt("--notify-command", "notify_command", STR, "Shell command run when the job finishes."),
+    Opt("--notify-file", "notify_file", STR, "NDJSON file receiving the job.finished event."),
+    *_OUTPUT_MATCH,
+    Opt("--config", "config", STR, "Config file (default $XDG_CONFIG_HOME/agent-exec/config.toml)."),
+    Opt("--shell-wrapper", "shell_wrapper", STR, 'Wrapper used to launch commands (default "sh -lc").'),
+)
+_DEFINITION_CONFLICTS = (("no_inherit_env", "inherit_env"), ("stdin", "stdin_file"))
+_CWD_SCOPE = (
+    Opt("--limit", "limit", INT, "Maximum number of jobs (0 = unlimited).", default=50),
+    Opt("--cwd", "cwd", STR, "Only jobs started in this directory."),
+    Opt("--all", "all", FLAG, "Jobs from every directory."),
+    Opt("--tag", "tag", MULTI, "Only jobs with a tag matching this (tag or ns.*).", check="tag_pattern"),
+)
+STATES = ("created", "running", "exited", "killed", "failed", "unknown")
+
+COMMANDS: dict[str, Command] = {
+    command.name: command
+    for command in (
+        Command(
+            "run",
+            "Launch a job now and return its first output.",
+            (*_AUTO_GC, *_DEFINITION, Opt("--log", "log", STR, "Alternative path of the combined log."), *_OBSERVE),
+            rest=True,
+            conflicts=(*_DEFINITION_CONFLICTS, ("until", "forever")),
+        ),
+        Command("create", "Persist a job definition without starting it.", _DEFINITION, rest=True,
+                conflicts=_DEFINITION_CONFLICTS),
+        Command("start", "Launch a created job.", (*_AUTO_GC, *_OBSERVE), job_id="required",
+                conflicts=(("until", "forever"),)),
+        Command("status", "Show a job's state.", job_id="required"),
+        Command(
+            "tail",
+            "Show the last lines of a job's logs.",
+            (
+                Opt("--tail-lines", "tail_lines", INT, "Trailing lines per stream (0 = no limit).", default=50),
+                Opt("--max-bytes", "max_bytes", INT, "Only the last N bytes of each log.", default=65536),
+            ),
+            job_id="required",
+        ),
+        Command(
+            "wait",
+            "Block until a job finishes (or the deadline passes).",
+            (
+                Opt("--poll", "poll", INT, "Poll interval in seconds for created jobs.", default=1),
+                Opt("--until", "until", INT, "Deadline in seconds.", default=30),
+                Opt("--forever", "forever", FLAG, "No deadline."),
+                Opt("--max-bytes", "max_bytes", INT, "Bytes of each stream's head included.", default=65536),
+            ),
+            job_id="required",
+            conflicts=(("until", "forever"),),
+        ),
+        Command(
+            "kill",
+            "Send a signal to a running job's process group.",
+            (
+                Opt("--signal", "signal", STR, "Signal name or number (TERM, INT, KILL, HUP, 9...).", default="TERM"),
+                Opt("--no-wait", "no_wait", FLAG, "Do not wait to observe the outcome."),
+            ),
+            job_id="required",
+        ),
+        Command(
+            "delete",
+            "Delete finished jobs.",
+            (
+                Opt("--all", "all", FLAG, "Every finished job started in the current directory."),
+                Opt("--dry-run", "dry_run", FLAG, "Report only."),
+            ),
+            job_id="optional",
+            aliases=("rm",),
+        ),
+        Command(
+            "gc",
+            "Garbage-collect old finished jobs.",
+            (
+                Opt("--older-than", "older_than", STR, "Retention (30d, 24h, 60m, 3600s)."),
+                Opt("--max-jobs", "max_jobs", INT, "Keep at most N old jobs."),
+                Opt("--max-bytes", "max_bytes", INT, "Byte budget for old jobs."),
+                Opt("--dry-run", "dry_run", FLAG, "Report only."),
+            ),
+        ),
+        Command(
+            "list",
+            "List jobs.",
+            (*_CWD_SCOPE, Opt("--state", "state", STR, "Only jobs in this state.", choices=STATES)),
+            conflicts=(("cwd", "all"),),
+        ),
+        Command("ps", "List running jobs.", _CWD_SCOPE, conflicts=(("cwd", "all"),)),
+        Command("tag set", "Replace a job's tags.", (_DEFINITION[11],), job_id="required"),
+        Command(
+            "notify set",
+            "Update a job's notification settings.",
+            (Opt("--command", "command", STR, "Completion command."), *_OUTPUT_MATCH),
+            job_id="required",
+        ),
+        Command("schema", "Print the JSON Schema of every response."),
+        Command(
+            "completions",
+            "Print a shell completion script.",
+            positional_choice=("bash", "zsh", "fish", "powershell"),
+        ),
+        Command(
+            "install-skills",
+            "Install the agent-exec skill for AI agents.",
+            (
+                Opt("--global", "global_", FLAG, "Install under the home directory."),
+                Opt("--claude", "claude", FLAG, "Use .claude/ instead of .agents/."),
+            ),
+        ),
+        Command(
+            "serve",
+            "Serve the job store over HTTP.",
+            (
+                Opt("--bind", "bind", STR, "IP:PORT to listen on (default 127.0.0.1:19263)."),
+                Opt("--port", "port", INT, "Shorthand for --bind 127.0.0.1:PORT.", check="u16"),
+                Opt("--insecure", "insecure", FLAG, "Allow a non-loopback bind (requires a token)."),
+                Opt("--allow-origin", "allow_origin", STR, "Enable CORS for exactly this origin."),
+                Opt("--auth-reads", "auth_reads", FLAG, "Require the token on read endpoints too."),
+            ),
+            conflicts=(("bind", "port"),),
+        ),
+    )
+}
+ALIASES = {alias: command.name for command in COMMANDS.values() for alias in command.aliases}
+GROUPS = {"tag": "set", "notify": "set"}
+
+
+@dataclass
+class Invocation:
+    command: str
+    params: dict[str, Any]
+    globals: dict[str, Any]
+    typed: set[str] = field(default_factory=set)
+
+
+class Decline(Exception):
+    """The fast parser will not decide: hand the argv to typer (help, errors, oddities)."""
+
+
+def _parse_global(token: str, argv: list[str], index: int, out: dict[str, Any]) -> int | None:
+    """Consume a global option at ``argv[index]``; return the next index, or None."""
+    if token in ("-v", "--verbose") or re.fullmatch(r"-v+", token):
+        out["verbose"] += 1 if token == "--verbose" else len(token) - 1
+        return index + 1
+    if token == "--yaml":
+        out["yaml"] = True
+        return index + 1
+    if token == "--root":
+        if index + 1 >= len(argv):
+            raise Decline
+        out["root"] = argv[index + 1]
+        return index + 2
+    if token.startswith("--root="):
+        out["root"] = token[len("--root=") :]
+        return index + 1
+    return None
+
+
+def _convert(opt: Opt, value: str) -> Any:
+    if opt.kind == INT:
+        if not value.isascii() or not value.isdigit():
+            raise Decline
+        number = int(value)
+        if opt.check == "u16" and number > 65535:
+            raise Decline
+        return number
+    if opt.choices is not None and value not in opt.choices:
+        raise Decline
+    if opt.check == "tag" and not is_tag(value):
+        raise Decline
+    if opt.check == "tag_pattern" and not is_tag_pattern(value):
+        raise Decline
+    return value
+
+
+def defaults(command: Command) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for opt in command.options:
+        if opt.kind == MULTI:
+            params[opt.dest] = []
+        elif opt.kind == FLAG:
+            params[opt.dest] = False
+        else:
+            params[opt.dest] = opt.default
+    if command.job_id:
+        params["job_id"] = None
+    if command.rest:
+        params["command"] = []
+    if command.positional_choice:
+        params["shell"] = None
+    return params
+
+
+def parse(argv: list[str]) -> Invocation:
+    """Parse a well-formed invocation; raise :class:`Decline` for anything else."""
+    globals_: dict[str, Any] = {"root": None, "yaml": False, "verbose": 0}
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        next_index = _parse_global(argv[index], argv, index, globals_)
+        if next_index is None:
+            raise Decline
+        index = next_index
+    if index >= len(argv):
+        raise Decline
+    name = ALIASES.get(argv[index], argv[index])
+    index += 1
+    if name in GROUPS:
+        if index >= len(argv) or argv[index] != GROUPS[name]:
+            raise Decline
+        name = f"{name} {argv[index]}"
+        index += 1
+    command = COMMANDS.get(name)
+    if command is None:
+        raise Decline
+    params = defaults(command)
+    typed: set[str] = set()
+    positionals: list[str] = []
+    options_done = False
+    while index < len(argv):
+        token = argv[index]
+        if options_done or not token.startswith("-") or token == "-":
+            if command.rest:
+                params["command"] = argv[index:]
+                break
+            positionals.append(token)
+            index += 1
+            continue
+        if token == "--":
+            options_done = True
+            index += 1
+            if command.rest:
+                params["command"] = argv[index:]
+                break
+            continue
+        next_index = _parse_global(token, argv, index, globals_)
+        if next_index is not None:
+            index = next_index
+            continue
+        flag, has_value, inline = token.partition("=")
+        opt = command.by_flag.get(flag)
+        if opt is None:
+            raise Decline
+        typed.add(opt.dest)
+        if opt.kind == FLAG:
+            if has_value:
+                raise Decline
+            params[opt.dest] = True
+            index += 1
+        elif opt.kind == OPTBOOL:
+            if has_value:
+                if inline not in ("true", "false"):
+                    raise Decline
+                params[opt.dest] = inline == "true"
+                index += 1
+            elif index + 1 < len(argv) and argv[index + 1] in ("true", "false"):
+                params[opt.dest] = argv[index + 1] == "true"
+                index += 2
+            else:
+                params[opt.dest] = True
+                index += 1
+        else:
+            if has_value:
+                value = inline
+                index += 1
+            elif index + 1 < len(argv):
+                value = argv[index + 1]
+                index += 2
+            else:
+                raise Decline
+            converted = _convert(opt, value)
+            if opt.kind == MULTI:
+                params[opt.dest].append(converted)
+            else:
+                params[opt.dest] = converted
+    for first, second in command.conflicts:
+        if first in typed and second in typed:
+            raise Decline
+    if command.rest and not params["command"]:
+        raise Decline
+    if command.positional_choice is not None:
+        if len(positionals) != 1 or positionals[0] not in command.positional_choice:
+            raise Decline
+        params["shell"] = positionals[0]
+    elif command.job_id is not None:
+        if len(positionals) > 1:
+            raise Decline
+        params["job_id"] = positionals[0] if positionals else None
+        if command.job_id == "required" and not positionals:
+            raise Decline
+        if command.name == "delete" and (positionals and params["all"] or not positionals and not params["all"]):
+            raise Decline
+    elif positionals:
+        raise Decline
+    return Invocation(name, params, globals_, typed)
+
+
+def hoist_globals(argv: list[str]) -> list[str]:
+    """Move global options found after the subcommand in front of it (for typer), make a
+    bare ``--wait`` explicit, and leave a job's COMMAND words untouched."""
+    head: list[str] = []
+    index = 0
+    while index < len(argv) and argv[index].startswith("-") and argv[index] != "--":
+        head.append(argv[index])
+        if argv[index] == "--root" and index + 1 < len(argv):
+            head.append(argv[index + 1])
+            index += 1
+        index += 1
+    if index >= len(argv):
+        return argv
+    name = ALIASES.get(argv[index], argv[index])
+    words = [argv[index]]
+    index += 1
+    if name in GROUPS and index < len(argv) and argv[index] == GROUPS[name]:
+        words.append(argv[index])
+        name = f"{name} {argv[index]}"
+        index += 1
+    command = COMMANDS.get(name)
+    if command is None:
+        return argv
+    body: list[str] = []
+    while index < len(argv):
+        token = argv[index]
+        if token == "--" or (command.rest and (not token.startswith("-") or token == "-")):
+            body.extend(argv[index:])
+            break
+        if token in ("--yaml", "--verbose") or re.fullmatch(r"-v+", token) or token.startswith("--root="):
+            head.append(token)
+            index += 1
+            continue
+        if token == "--root":
+            head.extend(argv[index : index + 2])
+            index += 2
+            continue
+        opt = command.by_flag.get(token.partition("=")[0])
+        if opt is not None and opt.kind == OPTBOOL and "=" not in token:
+            if index + 1 < len(argv) and argv[index + 1] in ("true", "false"):
+                body.append(f"{token}={argv[index + 1]}")
+                index += 2
+            else:
+                body.append(f"{token}=true")
+                index += 1
+            continue
+        body.append(token)
+        if opt is not None and opt.kind in (STR, INT, MULTI) and "=" not in token and index + 1 < len(argv):
+            body.append(argv[index + 1])
+            index += 1
+        index += 1
+    return [*head, *words, *body]

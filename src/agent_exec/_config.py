@@ -1,0 +1,109 @@
+"""``config.toml``: the shell wrapper and automatic-GC settings."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigError
+from ._process import DEFAULT_WRAPPER, parse_wrapper
+
+
+@dataclass
+class GcSettings:
+    auto: bool = True
+    older_than: str = "30d"
+    max_jobs: int | None = None
+    max_bytes: int | None = None
+    scan_limit: int = 200
+    delete_limit: int = 20
+
+
+@dataclass
+class Config:
+    path: Path | None = None
+    shell_unix: list[str] | None = None
+    gc: GcSettings = field(default_factory=GcSettings)
+
+
+def default_config_path() -> Path | None:
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "agent-exec" / "config.toml"
+    home = os.environ.get("HOME")
+    if not home:
+        return None
+    return Path(home) / ".config" / "agent-exec" / "config.toml"
+
+
+def _bad(path: Path, problem: str) -> ConfigError:
+    return ConfigError(f"invalid config file {path}: {problem}")
+
+
+def _uint(table: dict[str, Any], key: str, path: Path) -> int | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _bad(path, f"[gc].{key} must be a non-negative integer")
+    return value
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Load ``explicit`` or the default file; a missing file is an empty config."""
+    path = Path(explicit) if explicit else default_config_path()
+    if path is None:
+        return Config()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config(path=None)
+    except OSError as exc:
+        raise ConfigError(f"failed to read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _bad(path, str(exc)) from None
+    config = Config(path=path)
+    shell = data.get("shell", {})
+    if not isinstance(shell, dict):
+        raise _bad(path, "[shell] must be a table")
+    if "unix" in shell:
+        unix = shell["unix"]
+        if not isinstance(unix, list) or not all(isinstance(word, str) for word in unix):
+            raise _bad(path, "[shell].unix must be an array of strings")
+        config.shell_unix = unix
+    gc = data.get("gc", {})
+    if not isinstance(gc, dict):
+        raise _bad(path, "[gc] must be a table")
+    if "auto" in gc:
+        if not isinstance(gc["auto"], bool):
+            raise _bad(path, "[gc].auto must be a boolean")
+        config.gc.auto = gc["auto"]
+    if "older_than" in gc:
+        if not isinstance(gc["older_than"], str):
+            raise _bad(path, "[gc].older_than must be a string")
+        config.gc.older_than = gc["older_than"]
+    config.gc.max_jobs = _uint(gc, "max_jobs", path)
+    config.gc.max_bytes = _uint(gc, "max_bytes", path)
+    scan_limit = _uint(gc, "scan_limit", path)
+    delete_limit = _uint(gc, "delete_limit", path)
+    if scan_limit is not None:
+        config.gc.scan_limit = scan_limit
+    if delete_limit is not None:
+        config.gc.delete_limit = delete_limit
+    return config
+
+
+def resolve_wrapper(flag: str | None, config: Config) -> list[str]:
+    """``--shell-wrapper`` > ``[shell].unix`` > ``sh -lc``."""
+    if flag is not None:
+        return parse_wrapper(flag)
+    if config.shell_unix is not None:
+        if not config.shell_unix or not any(word.strip() for word in config.shell_unix):
+            raise ConfigError(f"config file shell wrapper must not be empty (from {config.path})")
+        return list(config.shell_unix)
+    return list(DEFAULT_WRAPPER)

@@ -1,0 +1,675 @@
+"""Job operations on the store: define, launch, observe, and the read side (status, tail,
+wait, kill, list). The CLI, ``serve`` and :class:`~agent_exec.JobRunner` all go through
+these functions, so every way in creates and reports jobs identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ._errors import InvalidState, InvalidTag, StateCorrupt, StdinTooLarge
+from ._logs import ENCODING, file_size, read_head, read_tail
+from ._models import JobMeta, JobState, JobStatus, NotificationConfig
+from ._paths import (
+    DIR_MODE,
+    FILE_MODE,
+    FULL_LOG,
+    LOCK_FILE,
+    STDERR_LOG,
+    STDIN_FILE,
+    STDOUT_LOG,
+    canonical_cwd,
+    iter_job_dirs,
+    new_job_id,
+    resolve_job,
+)
+from ._process import DEFAULT_WRAPPER, resolve_signal, signal_group, split_env_pair
+from ._store import (
+    read_meta,
+    read_state,
+    read_state_raw,
+    supervision_claim,
+    write_meta,
+    write_state,
+)
+from ._supervisor import LaunchSpec
+from ._timeutil import now_ts
+
+DEFAULT_MAX_BYTES = 65536
+DEFAULT_STDIN_MAX_BYTES = 64 * 1024 * 1024
+_TAG = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$")
+
+
+# -- tags -----------------------------------------------------------------------------
+
+
+def validate_tag(tag: str) -> str:
+    """A stored tag: dot-separated segments of ASCII letters, digits and ``-``."""
+    if not _TAG.match(tag):
+        raise InvalidTag(
+            f"invalid tag {tag!r}: use dot-separated segments of letters, digits and '-' (e.g. ci.build)"
+        )
+    return tag
+
+
+def validate_tag_pattern(pattern: str) -> str:
+    """A tag filter: a stored tag (exact) or ``<tag>.*`` (namespace)."""
+    base = pattern[:-2] if pattern.endswith(".*") else pattern
+    if not _TAG.match(base):
+        raise InvalidTag(f"invalid tag pattern {pattern!r}: expected a tag or '<tag>.*'")
+    return pattern
+
+
+def dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def tags_match(patterns: Sequence[str], tags: Sequence[str]) -> bool:
+    """True if every pattern matches at least one tag (``ns.*`` matches ``ns`` and ``ns.x``)."""
+    for pattern in patterns:
+        if pattern.endswith(".*"):
+            base = pattern[:-2]
+            if not any(tag == base or tag.startswith(base + ".") for tag in tags):
+                return False
+        elif pattern not in tags:
+            return False
+    return True
+
+
+# -- defining a job -------------------------------------------------------------------
+
+
+@dataclass
+class JobDefinition:
+    """What to run and how: the definition-time options of ``run``/``create``."""
+
+    command: list[str]
+    cwd: str | None = None
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    inherit_env: bool = True
+    mask: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    timeout_s: int = 0
+    kill_after_s: int = 0
+    progress_every_s: int = 0
+    notification: NotificationConfig | None = None
+    wrapper: list[str] = field(default_factory=lambda: list(DEFAULT_WRAPPER))
+
+    def masked_env(self) -> list[str]:
+        masked = set(self.mask)
+        shown = []
+        for pair in self.env:
+            key, _ = split_env_pair(pair)
+            shown.append(f"{key}=***" if key in masked else pair)
+        return shown
+
+
+StdinSource = bytes | Path | IO[bytes] | None
+
+
+def _materialise_stdin(job_dir: Path, source: bytes | Path | IO[bytes], limit: int) -> None:
+    path = job_dir / STDIN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        with open(fd, "wb", closefd=True) as out:
+            if isinstance(source, bytes):
+                if len(source) > limit:
+                    raise StdinTooLarge(limit)
+                out.write(source)
+                return
+            stream: IO[bytes]
+            with contextlib.ExitStack() as stack:
+                if isinstance(source, Path):
+                    try:
+                        stream = stack.enter_context(open(source, "rb"))
+                    except OSError as exc:
+                        raise StateCorrupt(f"failed to open --stdin-file {source}: {exc.strerror}") from None
+                else:
+                    stream = source
+                written = 0
+                while chunk := stream.read(1 << 20):
+                    written += len(chunk)
+                    if written > limit:
+                        raise StdinTooLarge(limit)
+                    out.write(chunk)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+
+
+def create_job(
+    root: Path,
+    definition: JobDefinition,
+    *,
+    stdin: StdinSource = None,
+    stdin_max_bytes: int = DEFAULT_STDIN_MAX_BYTES,
+    persist_runtime_env: bool = False,
+    mask_env: bool = True,
+) -> tuple[str, Path, JobMeta]:
+    """Create the job directory with ``meta.json``, ``stdin.bin`` and empty logs.
+
+    If stdin cannot be materialised the whole directory is removed again: a failed
+    ``run``/``create`` leaves nothing half-made behind.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    except OSError as exc:
+        raise StateCorrupt(f"failed to create jobs root {root}: {exc.strerror or exc}") from None
+    job_id = new_job_id(root)
+    job_dir = root / job_id
+    meta = JobMeta(
+        job_id=job_id,
+        command=list(definition.command),
+        created_at=now_ts(),
+        root=str(root),
+        env_keys=[split_env_pair(pair)[0] for pair in definition.env],
+        env_vars=definition.masked_env() if mask_env else list(definition.env),
+        env_vars_runtime=list(definition.env) if persist_runtime_env else [],
+        mask=list(definition.mask),
+        cwd=canonical_cwd(definition.cwd),
+        notification=definition.notification,
+        tags=dedupe(definition.tags),
+        inherit_env=definition.inherit_env,
+        env_files=list(definition.env_files),
+        timeout_ms=definition.timeout_s * 1000,
+        kill_after_ms=definition.kill_after_s * 1000,
+        progress_every_ms=definition.progress_every_s * 1000,
+        shell_wrapper=list(definition.wrapper),
+    )
+    try:
+        job_dir.mkdir(mode=DIR_MODE)
+    except OSError as exc:
+        raise StateCorrupt(f"failed to create job directory {job_dir}: {exc.strerror or exc}") from None
+    try:
+        if stdin is not None:
+            _materialise_stdin(job_dir, stdin, stdin_max_bytes)
+            meta.stdin_file = STDIN_FILE
+        write_meta(job_dir, meta)
+        for name in (STDOUT_LOG, STDERR_LOG, FULL_LOG):
+            os.close(os.open(job_dir / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+    except BaseException:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    return job_id, job_dir, meta
+
+
+def write_created_state(job_dir: Path, job_id: str) -> JobState:
+    state = JobState(job_id=job_id, status=JobStatus.CREATED, updated_at=now_ts())
+    write_state(job_dir, state)
+    return state
+
+
+def launch_spec(
+    job_dir: Path,
+    meta: JobMeta,
+    *,
+    env_pairs: Sequence[str],
+    cwd: str | None,
+    full_log: Path | None = None,
+) -> LaunchSpec:
+    return LaunchSpec(
+        job_id=meta.job_id,
+        job_dir=job_dir,
+        command=meta.command,
+        wrapper=meta.shell_wrapper or list(DEFAULT_WRAPPER),
+        cwd=cwd,
+        env_pairs=list(env_pairs),
+        env_files=meta.env_files,
+        inherit_env=meta.inherit_env,
+        stdin_file=meta.stdin_file,
+        timeout_s=meta.timeout_ms / 1000,
+        kill_after_s=meta.kill_after_ms / 1000,
+        progress_every_s=meta.progress_every_ms / 1000,
+        full_log=full_log,
+    )
+
+
+def running_state(job_id: str, pid: int | None) -> JobState:
+    now = now_ts()
+    return JobState(job_id=job_id, status=JobStatus.RUNNING, updated_at=now, started_at=now, pid=pid)
+
+
+def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
+    """Fork the detached supervisor (CLI path); the job is ``running`` when this returns."""
+    from ._launch import spawn_detached
+
+    return spawn_detached(
+        spec, lock_fd, lambda pid: write_state(spec.job_dir, running_state(spec.job_id, pid))
+    )
+
+
+def launch_detached(spec: LaunchSpec) -> int:
+    with supervision_claim(spec.job_dir) as lock_fd:
+        if lock_fd is None:
+            raise InvalidState(f"job {spec.job_id} is already being supervised")
+        return launch_detached_locked(spec, lock_fd)
+
+
+def masked_env_view(meta: JobMeta) -> list[str]:
+    """``KEY=VALUE`` of a created job's runtime env with masked keys shown as ``KEY=***``."""
+    masked = set(meta.mask)
+    return [
+        f"{split_env_pair(pair)[0]}=***" if split_env_pair(pair)[0] in masked else pair
+        for pair in meta.env_vars_runtime
+    ]
+
+
+def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, Path, JobMeta]:
+    """Launch a ``created`` job exactly once, even if several callers race to start it."""
+    job_id, job_dir = resolve_job(root, given)
+    meta = read_meta(job_dir)
+    read_state_raw(job_dir)
+    with supervision_claim(job_dir) as lock_fd:
+        state = read_state_raw(job_dir)
+        if lock_fd is None or state.status is not JobStatus.CREATED:
+            shown = state.status.value if lock_fd is not None else "running"
+            raise InvalidState(
+                f"job {given} is in '{shown}' state; only 'created' jobs can be started"
+            )
+        spec = launch_spec(job_dir, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
+        spec.auto_gc = auto_gc
+        launch_detached_locked(spec, lock_fd)
+    return job_id, job_dir, meta
+
+
+# -- observing ------------------------------------------------------------------------
+
+
+class SupervisorWatch:
+    """Wakes a waiter the moment a job's supervisor lets go of its lock (the job finished
+    or the supervisor died), instead of polling ``state.json``."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self._path = job_dir / LOCK_FILE
+        self._released = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _watch(self) -> None:
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._released.set()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds; True once the lock was seen free."""
+        if self._released.is_set():
+            self._released.clear()
+            self._thread = None
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread.start()
+        if timeout <= 0:
+            return self._released.is_set()
+        return self._released.wait(timeout)
+
+
+def observe(job_dir: Path, *, wait: bool, until: float, forever: bool) -> tuple[JobState, int]:
+    """The inline observation of ``run``/``start``: return at the terminal state at once,
+    or at the first 100 ms tick that finds output in the logs, or at the deadline."""
+    if not wait:
+        return read_state(job_dir), 0
+    start = time.monotonic()
+    deadline = None if forever else start + until
+    watch = SupervisorWatch(job_dir)
+    tick = 0
+    while True:
+        state = read_state(job_dir)
+        now = time.monotonic()
+        if state.is_terminal:
+            break
+        if now >= start + tick * 0.1:
+            if file_size(job_dir / STDOUT_LOG) or file_size(job_dir / STDERR_LOG):
+                break
+            tick = int((now - start) / 0.1) + 1
+        if deadline is not None and now >= deadline:
+            break
+        wake_at = start + tick * 0.1
+        if deadline is not None:
+            wake_at = min(wake_at, deadline)
+        watch.wait(max(0.0, wake_at - time.monotonic()))
+    return read_state(job_dir), int((time.monotonic() - start) * 1000)
+
+
+def output_fields(job_dir: Path, max_bytes: int) -> dict[str, Any]:
+    """The bounded inline output block shared by ``run``, ``start`` and ``wait``."""
+    stdout, stdout_range, stdout_total = read_head(job_dir / STDOUT_LOG, max_bytes)
+    stderr, stderr_range, stderr_total = read_head(job_dir / STDERR_LOG, max_bytes)
+    return {
+        "stdout": stdout,
+        "stderr": stderr,
+        "stdout_range": stdout_range,
+        "stderr_range": stderr_range,
+        "stdout_total_bytes": stdout_total,
+        "stderr_total_bytes": stderr_total,
+        "encoding": ENCODING,
+    }
+
+
+def outcome_fields(state: JobState) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if state.exit_code is not None:
+        data["exit_code"] = state.exit_code
+    if state.finished_at is not None:
+        data["finished_at"] = state.finished_at
+    if state.signal is not None:
+        data["signal"] = state.signal
+    if state.duration_ms is not None:
+        data["duration_ms"] = state.duration_ms
+    if state.reason is not None:
+        data["reason"] = state.reason
+    return data
+
+
+def run_data(
+    job_id: str,
+    job_dir: Path,
+    state: JobState,
+    *,
+    tags: list[str],
+    env_vars: list[str] | None,
+    elapsed_ms: int,
+    waited_ms: int,
+    max_bytes: int,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"job_id": job_id, "state": state.status.value, "tags": tags}
+    if env_vars:
+        data["env_vars"] = env_vars
+    data["stdout_log_path"] = str(job_dir / STDOUT_LOG)
+    data["stderr_log_path"] = str(job_dir / STDERR_LOG)
+    data["elapsed_ms"] = elapsed_ms
+    data["waited_ms"] = waited_ms
+    data.update(output_fields(job_dir, max_bytes))
+    data.update(outcome_fields(state))
+    return data
+
+
+# -- the read side --------------------------------------------------------------------
+
+
+def status_data(root: Path, given: str) -> dict[str, Any]:
+    job_id, job_dir = resolve_job(root, given)
+    meta = read_meta(job_dir)
+    state = read_state(job_dir)
+    data: dict[str, Any] = {"job_id": job_id, "state": state.status.value}
+    if state.exit_code is not None:
+        data["exit_code"] = state.exit_code
+    data["created_at"] = meta.created_at
+    if state.started_at is not None:
+        data["started_at"] = state.started_at
+    if state.finished_at is not None:
+        data["finished_at"] = state.finished_at
+    if state.signal is not None:
+        data["signal"] = state.signal
+    if state.reason is not None:
+        data["reason"] = state.reason
+    return data
+
+
+def tail_data(root: Path, given: str, *, tail_lines: int = 50, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    job_id, job_dir = resolve_job(root, given)
+    stdout, stdout_range, stdout_total = read_tail(job_dir / STDOUT_LOG, tail_lines, max_bytes)
+    stderr, stderr_range, stderr_total = read_tail(job_dir / STDERR_LOG, tail_lines, max_bytes)
+    return {
+        "job_id": job_id,
+        "stdout": stdout,
+        "stderr": stderr,
+        "encoding": ENCODING,
+        "stdout_log_path": str(job_dir / STDOUT_LOG),
+        "stderr_log_path": str(job_dir / STDERR_LOG),
+        "stdout_range": stdout_range,
+        "stderr_range": stderr_range,
+        "stdout_total_bytes": stdout_total,
+        "stderr_total_bytes": stderr_total,
+    }
+
+
+def wait_for(job_dir: Path, *, until: float | None, poll: float = 1.0) -> JobState:
+    """Block until the job is terminal or ``until`` seconds passed (``None``: no deadline).
+
+    A supervised job wakes the waiter the moment it finishes; only a ``created`` job (no
+    supervisor yet) is polled, every ``poll`` seconds.
+    """
+    deadline = None if until is None else time.monotonic() + until
+    watch = SupervisorWatch(job_dir)
+    while True:
+        state = read_state(job_dir)
+        if state.is_terminal:
+            return state
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return state
+        if state.status is JobStatus.RUNNING:
+            watch.wait(3600.0 if remaining is None else remaining)
+        else:
+            time.sleep(poll if remaining is None else min(poll, remaining))
+
+
+def wait_data(
+    root: Path, given: str, *, until: float | None, poll: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES
+) -> dict[str, Any]:
+    job_id, job_dir = resolve_job(root, given)
+    state = wait_for(job_dir, until=until, poll=max(poll, 1.0) if poll else 1.0)
+    data: dict[str, Any] = {"job_id": job_id, "state": state.status.value}
+    if state.is_terminal and state.exit_code is not None:
+        data["exit_code"] = state.exit_code
+    outputs = output_fields(job_dir, max_bytes)
+    data["stdout_total_bytes"] = outputs.pop("stdout_total_bytes")
+    data["stderr_total_bytes"] = outputs.pop("stderr_total_bytes")
+    data["updated_at"] = state.updated_at
+    if state.is_terminal:
+        for key in ("finished_at", "signal", "duration_ms", "reason"):
+            value = getattr(state, key)
+            if value is not None:
+                data[key] = value
+    data.update(outputs)
+    return data
+
+
+def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
+    """Signal a running job's process group and report what happened, truthfully.
+
+    Unlike upstream, no ``killed`` record is written on the job's behalf while its
+    supervisor lives: the supervisor records the real outcome once the process is gone.
+    """
+    signum = resolve_signal(signal_name)
+    requested = signal_name.strip().upper()
+    job_id, job_dir = resolve_job(root, given)
+    state = read_state(job_dir)
+    if state.status is JobStatus.CREATED:
+        raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")
+    data: dict[str, Any] = {"job_id": job_id, "signal": requested}
+    started = time.monotonic()
+    if state.status is JobStatus.RUNNING and state.pid is not None:
+        signal_group(state.pid, signum)
+    elif state.status is JobStatus.RUNNING:
+        pass
+    elif not wait:
+        return data
+    else:
+        return _kill_outcome(data, state, 0)
+    if not wait:
+        return data
+    if state.is_terminal:
+        return _kill_outcome(data, state, 0)
+    watch = SupervisorWatch(job_dir)
+    deadline = started + 3.0
+    while True:
+        try:
+            state = read_state(job_dir)
+        except StateCorrupt:
+            break
+        remaining = deadline - time.monotonic()
+        if state.is_terminal or remaining <= 0:
+            break
+        watch.wait(remaining)
+    return _kill_outcome(data, state, int((time.monotonic() - started) * 1000))
+
+
+def _kill_outcome(data: dict[str, Any], state: JobState, observed_ms: int) -> dict[str, Any]:
+    data["state"] = state.status.value
+    if state.exit_code is not None:
+        data["exit_code"] = state.exit_code
+    if state.signal is not None:
+        data["terminated_signal"] = state.signal
+    data["observed_within_ms"] = observed_ms
+    if state.reason is not None:
+        data["reason"] = state.reason
+    return data
+
+
+def list_data(
+    root: Path,
+    *,
+    state_filter: str | None = None,
+    limit: int = 50,
+    cwd_filter: str | None = None,
+    tag_patterns: Sequence[str] = (),
+) -> dict[str, Any]:
+    jobs: list[dict[str, Any]] = []
+    skipped = 0
+    for entry in iter_job_dirs(root):
+        job_dir = Path(entry.path)
+        try:
+            meta = read_meta(job_dir)
+        except StateCorrupt:
+            skipped += 1
+            continue
+        if cwd_filter is not None and meta.cwd != cwd_filter:
+            continue
+        if tag_patterns and not tags_match(tag_patterns, meta.tags):
+            continue
+        summary: dict[str, Any] = {"job_id": meta.job_id, "short_job_id": meta.job_id[:7]}
+        try:
+            state: JobState | None = read_state(job_dir)
+        except StateCorrupt:
+            state = None
+        summary["state"] = state.status.value if state else "unknown"
+        if state is not None and state.exit_code is not None:
+            summary["exit_code"] = state.exit_code
+        summary["created_at"] = meta.created_at
+        if state is not None:
+            if state.started_at is not None:
+                summary["started_at"] = state.started_at
+            if state.finished_at is not None:
+                summary["finished_at"] = state.finished_at
+            summary["updated_at"] = state.updated_at
+            if state.reason is not None:
+                summary["reason"] = state.reason
+        summary["tags"] = meta.tags
+        if state_filter is not None and summary["state"] != state_filter:
+            continue
+        jobs.append(summary)
+    jobs.sort(key=lambda job: job["job_id"], reverse=True)
+    jobs.sort(key=lambda job: job.get("started_at", ""), reverse=True)
+    truncated = limit > 0 and len(jobs) > limit
+    if truncated:
+        jobs = jobs[:limit]
+    return {"root": str(root), "jobs": jobs, "truncated": truncated, "skipped": skipped}
+
+
+
+# -- metadata updates -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _meta_lock(job_dir: Path) -> Any:
+    """Serialise read-modify-write cycles of ``meta.json`` (``tag set`` vs ``notify set``)."""
+    fd = os.open(job_dir / ".meta.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def set_tags(root: Path, given: str, tags: Sequence[str]) -> dict[str, Any]:
+    """Replace a job's tags (validated, de-duplicated, first occurrence wins)."""
+    clean = dedupe(validate_tag(tag) for tag in tags)
+    job_id, job_dir = resolve_job(root, given)
+    with _meta_lock(job_dir):
+        meta = read_meta(job_dir)
+        meta.tags = clean
+        write_meta(job_dir, meta)
+    return {"job_id": job_id, "tags": clean}
+
+
+def set_notification(
+    root: Path,
+    given: str,
+    *,
+    command: str | None = None,
+    output_pattern: str | None = None,
+    output_match_type: str | None = None,
+    output_stream: str | None = None,
+    output_command: str | None = None,
+    output_file: str | None = None,
+) -> dict[str, Any]:
+    """Update ``meta.json.notification`` only (never fires a sink), merging as upstream does."""
+    from ._models import OutputMatch
+    from ._notify import validate_pattern
+
+    job_id, job_dir = resolve_job(root, given)
+    with _meta_lock(job_dir):
+        meta = read_meta(job_dir)
+        config = meta.notification or NotificationConfig()
+        if command is not None:
+            config.notify_command = command
+        config.on_output_match = merge_output_match(
+            config.on_output_match,
+            pattern=output_pattern,
+            match_type=output_match_type,
+            stream=output_stream,
+            command=output_command,
+            file=output_file,
+        )
+        if config.on_output_match is not None:
+            validate_pattern(config.on_output_match)
+        meta.notification = None if config.is_empty else config
+        write_meta(job_dir, meta)
+    _ = OutputMatch
+    return {"job_id": job_id, "notification": config.to_dict()}
+
+
+def merge_output_match(
+    existing: Any,
+    *,
+    pattern: str | None,
+    match_type: str | None,
+    stream: str | None,
+    command: str | None,
+    file: str | None,
+) -> Any:
+    """Apply the given output-match options over ``existing``; an empty pattern clears it."""
+    from ._models import OutputMatch
+
+    if all(value is None for value in (pattern, match_type, stream, command, file)):
+        return existing
+    base = existing or OutputMatch(pattern="")
+    merged = OutputMatch(
+        pattern=pattern if pattern is not None else base.pattern,
+        match_type=match_type if match_type is not None else base.match_type,
+        stream=stream if stream is not None else base.stream,
+        command=command if command is not None else base.command,
+        file=file if file is not None else base.file,
+    )
+    return merged if merged.pattern else None

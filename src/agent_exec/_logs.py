@@ -1,0 +1,200 @@
+"""Log files: the writer the supervisor streams output into, and the bounded readers
+(head for inline output, tail for ``tail``) that every observer uses.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ._timeutil import format_ts
+
+ENCODING = "utf-8-lossy"
+
+#: A partial line longer than this is written to the combined log as a line of its own,
+#: so a workload that never prints a newline cannot grow the supervisor's memory.
+MAX_PENDING_LINE = 1 << 20
+
+LineCallback = Callable[[str, bytes], None]
+
+
+def lossy(data: bytes) -> str:
+    """UTF-8 with invalid sequences replaced by U+FFFD (``encoding: utf-8-lossy``)."""
+    return data.decode("utf-8", "replace")
+
+
+def _lossy_bytes(data: bytes) -> bytes:
+    if data.isascii():
+        return data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").encode("utf-8")
+    return data
+
+
+def _utf8_safe_cut(data: bytes, limit: int) -> int:
+    """An index <= ``limit`` that does not split a UTF-8 character."""
+    cut = limit
+    while cut > limit - 4 and cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > 0 else limit
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class LogWriter:
+    """Writes a job's output: raw bytes to ``stdout.log``/``stderr.log``, timestamped lines
+    to the combined log, in arrival order.
+
+    Writes go straight to ``O_APPEND`` descriptors of local files: a page-cache write costs
+    microseconds, far less than handing each chunk to a worker thread would.
+    """
+
+    def __init__(self, stdout_path: Path, stderr_path: Path, full_path: Path) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        full_path.parent.mkdir(parents=True, exist_ok=True)
+        self._fds = {
+            "stdout": os.open(stdout_path, flags, 0o600),
+            "stderr": os.open(stderr_path, flags, 0o600),
+        }
+        self._full_fd = os.open(full_path, flags, 0o600)
+        self._pending = {"stdout": b"", "stderr": b""}
+        self._prefix_cache: tuple[int, bytes, bytes] = (-1, b"", b"")
+        self.on_line: LineCallback | None = None
+
+    def _prefixes(self) -> tuple[bytes, bytes]:
+        now = int(time.time())
+        if self._prefix_cache[0] != now:
+            stamp = format_ts(now)
+            self._prefix_cache = (now, f"{stamp} [STDOUT] ".encode(), f"{stamp} [STDERR] ".encode())
+        return self._prefix_cache[1], self._prefix_cache[2]
+
+    def write(self, stream: str, data: bytes) -> None:
+        """Record a chunk read from ``stream`` (``"stdout"`` or ``"stderr"``)."""
+        if not data:
+            return
+        _write_all(self._fds[stream], data)
+        buffer = self._pending[stream] + data if self._pending[stream] else data
+        last_newline = buffer.rfind(b"\n")
+        if last_newline < 0:
+            complete, rest = b"", buffer
+        else:
+            complete, rest = buffer[: last_newline + 1], buffer[last_newline + 1 :]
+        while len(rest) > MAX_PENDING_LINE:
+            cut = _utf8_safe_cut(rest, MAX_PENDING_LINE)
+            complete += rest[:cut] + b"\n"
+            rest = rest[cut:]
+        self._pending[stream] = rest
+        if complete:
+            self._emit_lines(stream, complete)
+
+    def _emit_lines(self, stream: str, complete: bytes) -> None:
+        """Append newline-terminated ``complete`` lines to the combined log, prefixed."""
+        stdout_prefix, stderr_prefix = self._prefixes()
+        prefix = stdout_prefix if stream == "stdout" else stderr_prefix
+        text = _lossy_bytes(complete)
+        body = prefix + text[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+        _write_all(self._full_fd, body)
+        if self.on_line is not None:
+            for line in text[:-1].split(b"\n"):
+                self.on_line(stream, line)
+
+    def finish(self, stream: str) -> None:
+        """End of ``stream``: a final line without newline still becomes a combined-log line."""
+        rest = self._pending[stream]
+        self._pending[stream] = b""
+        if rest:
+            self._emit_lines(stream, rest + b"\n")
+
+    def close(self) -> None:
+        """Flush pending partial lines and close the files; later calls do nothing."""
+        if not self._fds:
+            return
+        try:
+            for stream in ("stdout", "stderr"):
+                self.finish(stream)
+        finally:
+            for fd in (*self._fds.values(), self._full_fd):
+                os.close(fd)
+            self._fds = {}
+
+
+# -- readers --------------------------------------------------------------------------
+
+
+def file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def read_head(path: Path, max_bytes: int) -> tuple[str, list[int], int]:
+    """``(text, [0, n], total)``: the first ``max_bytes`` bytes of a log, lossy-decoded."""
+    try:
+        with open(path, "rb") as file:
+            total = os.fstat(file.fileno()).st_size
+            data = file.read(min(total, max_bytes)) if max_bytes > 0 else b""
+    except OSError:
+        return "", [0, 0], 0
+    return lossy(data), [0, len(data)], total
+
+
+def read_tail(path: Path, tail_lines: int, max_bytes: int) -> tuple[str, list[int], int]:
+    """``(text, [begin, total], total)``: the last ``tail_lines`` lines of the last
+    ``max_bytes`` bytes of a log.
+
+    Reads backwards from the end in blocks, so memory is bounded by the excerpt returned,
+    never by the size of the log.
+    """
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return "", [0, 0], 0
+    with file:
+        total = os.fstat(file.fileno()).st_size
+        window_start = max(0, total - max_bytes)
+        if max_bytes <= 0 or total == 0:
+            return "", [total, total], total
+        line_start = window_start
+        if tail_lines > 0:
+            line_start = _find_line_start(file, window_start, total, tail_lines)
+        file.seek(line_start)
+        data = file.read(total - line_start)
+    return lossy(data), [line_start, line_start + len(data)], total
+
+
+def _find_line_start(file: object, window_start: int, total: int, tail_lines: int) -> int:
+    """Offset just after the ``tail_lines``-th newline counted back from the end (a final
+    newline does not start a line), or ``window_start`` if there are fewer lines."""
+    import io
+
+    assert isinstance(file, io.BufferedReader)
+    block = 1 << 16
+    end = total
+    file.seek(total - 1)
+    if file.read(1) == b"\n":
+        end = total - 1
+    newlines = 0
+    position = end
+    while position > window_start:
+        start = max(window_start, position - block)
+        file.seek(start)
+        chunk = file.read(position - start)
+        index = len(chunk)
+        while True:
+            index = chunk.rfind(b"\n", 0, index)
+            if index < 0:
+                break
+            newlines += 1
+            if newlines == tail_lines:
+                return start + index + 1
+        position = start
+    return window_start

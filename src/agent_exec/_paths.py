@@ -1,0 +1,120 @@
+"""Where things live: the jobs root, job directories and job ids.
+
+This is the only module that knows the on-disk layout of the job store.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from ._errors import AmbiguousJobId, JobIdExhausted, JobNotFound
+
+META_FILE = "meta.json"
+STATE_FILE = "state.json"
+STDOUT_LOG = "stdout.log"
+STDERR_LOG = "stderr.log"
+FULL_LOG = "full.log"
+STDIN_FILE = "stdin.bin"
+LOCK_FILE = "supervisor.lock"
+COMPLETION_EVENT_FILE = "completion_event.json"
+NOTIFICATION_EVENTS_FILE = "notification_events.ndjson"
+GC_LOCK_FILE = ".gc.lock"
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The jobs root: ``root`` > ``$AGENT_EXEC_ROOT`` > ``$XDG_DATA_HOME/agent-exec/jobs`` > home.
+
+    The path is not canonicalised: it is echoed as given in ``root`` fields and log paths.
+    """
+    if root is not None and str(root) != "":
+        return Path(root)
+    env_root = os.environ.get("AGENT_EXEC_ROOT")
+    if env_root:
+        return Path(env_root)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg) / "agent-exec" / "jobs"
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".local" / "share" / "agent-exec" / "jobs"
+
+
+def canonical_cwd(base: str | os.PathLike[str] | None = None) -> str:
+    """The cwd recorded for a job and compared by ``list``/``delete --all`` (exact string)."""
+    if base is None:
+        try:
+            base = os.getcwd()
+        except OSError:
+            base = "."
+    try:
+        return os.path.realpath(base, strict=True)
+    except (OSError, ValueError):
+        pass
+    text = os.fspath(base)
+    if os.path.isabs(text):
+        return text
+    try:
+        return os.path.join(os.getcwd(), text)
+    except OSError:
+        return text
+
+
+def new_job_id(root: Path) -> str:
+    """32 lowercase hex characters that name no existing entry of ``root``."""
+    for _ in range(16):
+        candidate = secrets.token_hex(16)
+        if not os.path.lexists(root / candidate):
+            return candidate
+    raise JobIdExhausted()
+
+
+def is_safe_job_name(name: str) -> bool:
+    """True if ``name`` can only ever name an entry directly inside the root."""
+    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def resolve_job(root: Path, given: str) -> tuple[str, Path]:
+    """Resolve a job id or unique prefix to ``(job_id, job_dir)``.
+
+    Symlinks in the root are never followed, and ids that could escape the root
+    (``..``, ``a/b``, empty) are simply not found.
+    """
+    if not is_safe_job_name(given):
+        raise JobNotFound(given)
+    exact = root / given
+    if _is_real_dir(exact):
+        return given, exact
+    matches: list[str] = []
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if entry.name.startswith(given) and entry.is_dir(follow_symlinks=False):
+                    matches.append(entry.name)
+    except OSError:
+        matches = []
+    if not matches:
+        raise JobNotFound(given)
+    if len(matches) > 1:
+        raise AmbiguousJobId(given, matches)
+    return matches[0], root / matches[0]
+
+
+def iter_job_dirs(root: Path) -> list[os.DirEntry[str]]:
+    """Every real (non-symlink) directory directly inside ``root``; empty if ``root`` is unreadable."""
+    try:
+        with os.scandir(root) as entries:
+            return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []

@@ -1,0 +1,95 @@
+"""Process-level policy: how a command becomes an argv, what environment it gets, and how
+signals reach its process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Mapping, Sequence
+
+from ._errors import AgentExecError, ConfigError, InvalidSignal
+
+DEFAULT_WRAPPER = ("sh", "-lc")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def parse_wrapper(text: str) -> list[str]:
+    """``--shell-wrapper "bash -lc"`` → ``["bash", "-lc"]`` (whitespace split, no quoting)."""
+    words = text.split()
+    if not words:
+        raise ConfigError("--shell-wrapper must not be empty")
+    return words
+
+
+def build_argv(wrapper: Sequence[str], command: Sequence[str]) -> list[str]:
+    """One word is a shell string; several words are exec'd verbatim through the wrapper."""
+    if len(command) == 1:
+        return [*wrapper, command[0]]
+    return [*wrapper, 'exec "$@"', "--", *command]
+
+
+def split_env_pair(pair: str) -> tuple[str, str]:
+    key, _, value = pair.partition("=")
+    return key, value
+
+
+def parse_env_file(path: str) -> list[tuple[str, str]]:
+    """``KEY=VALUE`` lines; blank lines and ``#`` comments skipped; no quoting or expansion."""
+    with open(path, encoding="utf-8") as file:
+        text = file.read()
+    pairs = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pairs.append(split_env_pair(line))
+    return pairs
+
+
+def build_env(
+    *,
+    inherit: bool,
+    env_files: Sequence[str],
+    env_pairs: Sequence[str],
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The workload environment: inherited (or empty), then env files in order, then ``--env``."""
+    env = dict(os.environ if base is None else base) if inherit else {}
+    for path in env_files:
+        env.update(parse_env_file(path))
+    env.update(split_env_pair(pair) for pair in env_pairs)
+    return env
+
+
+def resolve_signal(name: str) -> signal.Signals:
+    """Any signal name (``TERM``, ``SIGTERM``, ``term``) or number; else :class:`InvalidSignal`."""
+    text = name.strip().upper()
+    if text.isdigit():
+        try:
+            return signal.Signals(int(text))
+        except ValueError:
+            raise InvalidSignal(name) from None
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    try:
+        return signal.Signals[text]
+    except KeyError:
+        raise InvalidSignal(name) from None
+
+
+def signal_group(pid: int, signum: int) -> bool:
+    """Signal the process group led by ``pid``, else ``pid`` itself; False if both are gone."""
+    try:
+        os.killpg(pid, signum)
+        return True
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise AgentExecError(f"failed to signal process group {pid}: {exc.strerror}") from None
+    try:
+        os.kill(pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError as exc:
+        raise AgentExecError(f"failed to signal process {pid}: {exc.strerror}") from None
