@@ -9,8 +9,6 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ from ._store import (
     write_meta,
     write_state,
 )
-from ._supervisor import LaunchSpec
+from ._spec import LaunchSpec
 from ._timeutil import now_ts
 
 DEFAULT_MAX_BYTES = 65536
@@ -200,6 +198,8 @@ def create_job(
         for name in (STDOUT_LOG, STDERR_LOG, FULL_LOG):
             os.close(os.open(job_dir / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
     except BaseException:
+        import shutil
+
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
     return job_id, job_dir, meta
@@ -242,19 +242,12 @@ def running_state(job_id: str, pid: int | None) -> JobState:
 
 
 def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
-    """Fork the detached supervisor (CLI path); the job is ``running`` when this returns."""
-    from ._launch import spawn_detached
+    """Hand the job to a detached supervisor; the job is ``running`` when this returns."""
+    from ._launch import take_supervisor
 
-    return spawn_detached(
+    return take_supervisor().hand_over(
         spec, lock_fd, lambda pid: write_state(spec.job_dir, running_state(spec.job_id, pid))
     )
-
-
-def launch_detached(spec: LaunchSpec) -> int:
-    with supervision_claim(spec.job_dir) as lock_fd:
-        if lock_fd is None:
-            raise InvalidState(f"job {spec.job_id} is already being supervised")
-        return launch_detached_locked(spec, lock_fd)
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -292,9 +285,12 @@ class SupervisorWatch:
     or the supervisor died), instead of polling ``state.json``."""
 
     def __init__(self, job_dir: Path) -> None:
+        import threading
+
+        self._threading = threading
         self._path = job_dir / LOCK_FILE
         self._released = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread: Any = None
 
     def _watch(self) -> None:
         try:
@@ -316,7 +312,7 @@ class SupervisorWatch:
             self._released.clear()
             self._thread = None
         if self._thread is None:
-            self._thread = threading.Thread(target=self._watch, daemon=True)
+            self._thread = self._threading.Thread(target=self._watch, daemon=True)
             self._thread.start()
         if timeout <= 0:
             return self._released.is_set()

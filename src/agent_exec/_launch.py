@@ -1,175 +1,204 @@
-"""Starting a detached supervisor: a process of its own, in its own session, that outlives
+"""Detached supervisors: processes of their own, in their own session, that outlive
 whoever launched the job (the CLI exiting, being SIGKILLed, or its terminal going away).
 
-The CLI forks it directly (no second interpreter start-up on the critical path of
-``agent-exec run``); a host that runs an event loop (``JobRunner(detached=True)``) cannot
-fork safely, so it execs ``python -m agent_exec._launch``, which then forks the same way.
-Either way the supervisor is a grandchild re-parented to init: nobody has to reap it.
+``agent-exec run``/``start`` fork the supervisor at their very first instruction
+(:meth:`Supervisor.prefork`), before parsing arguments: while the CLI builds the job
+directory, the supervisor imports anyio on the other core, so interpreter start-up is not
+paid twice on the critical path. The finished job spec and the locked supervisor lock
+are then handed over a socket pair (the lock's file descriptor travels with
+``SCM_RIGHTS``). A host running an event loop cannot fork safely; it execs
+``python -m agent_exec._launch`` instead (:func:`exec_argv`), which speaks the same
+protocol. Either way the supervisor is re-parented to init: nobody has to reap it.
+
+This module imports only the standard library, so forking early costs ~1 ms.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
+import socket
+import struct
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import orjson
+if TYPE_CHECKING:
+    from ._spec import LaunchSpec
 
-from ._supervisor import LaunchSpec
+_HEADER = struct.Struct("!Q")
 
 
-def _close_fds_except(keep: set[int]) -> None:
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _detach_stdio(keep: int) -> None:
+    """Never hold the caller's terminal or pipes: a ``run | jq`` must see EOF at once."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(devnull, target)
+    os.close(devnull)
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
-        fds = list(range(3, 1024))
+        fds = list(range(3, 256))
     for fd in fds:
-        if fd > 2 and fd not in keep:
+        if fd > 2 and fd != keep:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
 
-def _become_supervisor(spec: LaunchSpec, lock_fd: int, go_fd: int) -> None:
-    """In the grandchild: detach stdio, name the process, wait for the go, supervise."""
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for target in (0, 1, 2):
-        os.dup2(devnull, target)
-    if devnull > 2:
-        os.close(devnull)
-    _close_fds_except({lock_fd, go_fd})
+def supervisor_main(sock: socket.socket) -> None:
+    """The supervisor process: warm up, receive a job, supervise it, then auto-GC."""
+    import anyio  # the warm-up: these imports overlap the launcher's work
+    import anyio._backends._asyncio  # noqa: F401 - anyio.run would import it later
+
+    from . import _supervisor
+    from ._spec import LaunchSpec
+
+    try:
+        header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 1)
+        if len(header) < _HEADER.size:
+            header += _read_exact(sock, _HEADER.size - len(header))
+        spec = LaunchSpec.from_json(_read_exact(sock, _HEADER.unpack(header)[0]))
+    except (EOFError, OSError, ValueError):
+        return  # the launcher gave up before handing over a job
+    lock_fd = fds[0] if fds else None
     try:
         import setproctitle
 
         setproctitle.setproctitle(
             f"agent-exec _supervise --job-id {spec.job_id} --supervise-root {spec.job_dir.parent}"
         )
-    except Exception:  # the title is cosmetic; never fail a job over it
+    except Exception:  # cosmetic; never fail a job over it
         pass
-    # The launcher records the job as running before the workload may start (or finish).
-    while True:
-        try:
-            os.read(go_fd, 1)
-            break
-        except InterruptedError:
-            continue
-    os.close(go_fd)
+    # Wait for the launcher's "running" record, so it can never overwrite ours.
+    with contextlib.suppress(OSError):
+        sock.recv(1)
+    sock.close()
+    anyio.run(_supervise_and_collect, _supervisor, spec, lock_fd)
 
-    import anyio
 
+async def _supervise_and_collect(supervisor: object, spec: LaunchSpec, lock_fd: int | None) -> None:
     from ._supervisor import supervise
 
-    anyio.run(functools.partial(supervise, spec, lock_fd=lock_fd))
+    await supervise(spec, lock_fd=lock_fd)
     if spec.auto_gc is not None:
-        # Collect old jobs here, after the job, so no launcher ever waits for it.
-        try:
+        with contextlib.suppress(Exception):
             from ._gc import auto_gc
 
             auto_gc(spec.job_dir.parent, spec.auto_gc)
-        except Exception:
-            pass
 
 
-def spawn_detached(spec: LaunchSpec, lock_fd: int, on_spawned: Callable[[int], None]) -> int:
-    """Fork a detached supervisor for ``spec`` and return its pid.
+class Supervisor:
+    """The launcher's handle on a detached supervisor process that awaits its job."""
 
-    ``lock_fd`` (the locked supervisor lock) is inherited by the supervisor, which holds
-    it until the terminal state is written. ``on_spawned(pid)`` runs in the caller before
-    the supervisor may start the workload, so the caller's ``running`` record can never
-    overwrite the supervisor's later ones. Only call this from a single-threaded process.
-    """
-    pid_r, pid_w = os.pipe()
-    go_r, go_w = os.pipe()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the forked child
-        status = 1
+    def __init__(self, sock: socket.socket, pid: int) -> None:
+        self._sock = sock
+        self.pid = pid
+
+    @classmethod
+    def prefork(cls) -> Supervisor:
+        """Fork (twice, with ``setsid``) a supervisor that warms up and waits for a job.
+
+        Call only from a single-threaded process.
+        """
+        parent_sock, child_sock = socket.socketpair()
+        pid_r, pid_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the forked children
+            status = 1
+            try:
+                parent_sock.close()
+                os.close(pid_r)
+                os.setsid()
+                grandchild = os.fork()
+                if grandchild == 0:
+                    try:
+                        os.close(pid_w)
+                        _detach_stdio(child_sock.fileno())
+                        supervisor_main(child_sock)
+                        status = 0
+                    finally:
+                        os._exit(status)
+                os.write(pid_w, str(grandchild).encode())
+                status = 0
+            finally:
+                os._exit(status)
+        child_sock.close()
+        os.close(pid_w)
         try:
-            os.close(pid_r)
-            os.close(go_w)
-            os.setsid()
-            grandchild = os.fork()
-            if grandchild == 0:
-                os.close(pid_w)
-                try:
-                    _become_supervisor(spec, lock_fd, go_r)
-                    status = 0
-                finally:
-                    os._exit(status)
-            os.write(pid_w, str(grandchild).encode())
-            status = 0
+            os.waitpid(child, 0)
+            raw = b""
+            while chunk := os.read(pid_r, 64):
+                raw += chunk
         finally:
-            os._exit(status)
-    os.close(pid_w)
-    os.close(go_r)
-    try:
-        os.waitpid(child, 0)
-        raw = b""
-        while chunk := os.read(pid_r, 64):
-            raw += chunk
-        supervisor_pid = int(raw)
-        on_spawned(supervisor_pid)
-        os.write(go_w, b"g")
-    finally:
-        os.close(pid_r)
-        os.close(go_w)
-    return supervisor_pid
+            os.close(pid_r)
+        return cls(parent_sock, int(raw))
+
+    def hand_over(self, spec: LaunchSpec, lock_fd: int, on_handed_over: Callable[[int], None]) -> int:
+        """Give the supervisor its job and the locked lock fd; return its pid.
+
+        ``on_handed_over(pid)`` runs before the supervisor may start the workload (it
+        writes the launcher's ``running`` record).
+        """
+        payload = spec.to_json()
+        try:
+            socket.send_fds(self._sock, [_HEADER.pack(len(payload))], [lock_fd])
+            self._sock.sendall(payload)
+            on_handed_over(self.pid)
+            self._sock.sendall(b"g")
+        finally:
+            self._sock.close()
+        return self.pid
+
+    def cancel(self) -> None:
+        """Tell an unused supervisor to exit (closing the socket does it)."""
+        self._sock.close()
 
 
-# -- exec entry point (used by hosts that cannot fork) --------------------------------
+#: A supervisor forked ahead of time by the CLI, taken by the next launch.
+_preforked: list[Supervisor] = []
 
 
-def spec_to_json(spec: LaunchSpec) -> bytes:
-    data: dict[str, Any] = {
-        "job_id": spec.job_id,
-        "job_dir": str(spec.job_dir),
-        "command": spec.command,
-        "wrapper": spec.wrapper,
-        "cwd": spec.cwd,
-        "env_pairs": spec.env_pairs,
-        "env_files": spec.env_files,
-        "inherit_env": spec.inherit_env,
-        "base_env": dict(spec.base_env) if spec.base_env is not None else None,
-        "stdin_file": spec.stdin_file,
-        "timeout_s": spec.timeout_s,
-        "kill_after_s": spec.kill_after_s,
-        "progress_every_s": spec.progress_every_s,
-        "full_log": str(spec.full_log) if spec.full_log else None,
-    }
-    return orjson.dumps(data)
+def prefork() -> None:
+    """Fork a detached supervisor now so it warms up while the caller prepares the job."""
+    _preforked.append(Supervisor.prefork())
 
 
-def spec_from_json(raw: bytes) -> LaunchSpec:
-    data = orjson.loads(raw)
-    data["job_dir"] = Path(data["job_dir"])
-    data["full_log"] = Path(data["full_log"]) if data.get("full_log") else None
-    return LaunchSpec(**data)
+def take_supervisor() -> Supervisor:
+    """The pre-forked supervisor if there is one, else a freshly forked one."""
+    return _preforked.pop() if _preforked else Supervisor.prefork()
+
+
+def exec_argv(fd: int) -> list[str]:
+    """The command a host with an event loop runs to get a supervisor on socket ``fd``."""
+    return [sys.executable, "-m", "agent_exec._launch", str(fd)]
 
 
 def main() -> None:  # pragma: no cover - exercised through JobRunner(detached=True)
-    """``python -m agent_exec._launch LOCK_FD``: spec on stdin, supervisor pid on stdout."""
-    from ._models import JobState, JobStatus
-    from ._store import write_state
-    from ._timeutil import now_ts
-
-    lock_fd = int(sys.argv[1])
-    spec = spec_from_json(sys.stdin.buffer.read())
-
-    def record_running(pid: int) -> None:
-        now = now_ts()
-        write_state(
-            spec.job_dir,
-            JobState(job_id=spec.job_id, status=JobStatus.RUNNING, updated_at=now, started_at=now, pid=pid),
-        )
-
-    pid = spawn_detached(spec, lock_fd, record_running)
-    sys.stdout.write(f"{pid}\n")
-    sys.stdout.flush()
+    """``python -m agent_exec._launch FD``: fork, print the supervisor pid, exit."""
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    child = os.fork()
+    if child:
+        sys.stdout.write(f"{child}\n")
+        sys.stdout.flush()
+        os._exit(0)
+    os.setsid()
+    _detach_stdio(sock.fileno())
+    supervisor_main(sock)
+    os._exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,6 @@ This is the only module that knows the on-disk layout of the job store.
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 
@@ -67,7 +66,7 @@ def canonical_cwd(base: str | os.PathLike[str] | None = None) -> str:
 def new_job_id(root: Path) -> str:
     """32 lowercase hex characters that name no existing entry of ``root``."""
     for _ in range(16):
-        candidate = secrets.token_hex(16)
+        candidate = os.urandom(16).hex()
         if not os.path.lexists(root / candidate):
             return candidate
     raise JobIdExhausted()

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +42,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     With ``AGENT_EXEC_FSYNC=1`` the data and the directory entry are also flushed to disk,
     so the new content survives a power cut (costs one or two disk flushes per write).
     """
-    tmp = path.parent / f".tmp-{path.name}.{secrets.token_hex(6)}"
+    tmp = path.parent / f".tmp-{path.name}.{os.urandom(6).hex()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
         try:

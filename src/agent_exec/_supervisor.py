@@ -13,10 +13,8 @@ import math
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -26,6 +24,7 @@ from ._models import JobState, JobStatus
 from ._notify import Notifier
 from ._paths import FULL_LOG, STDERR_LOG, STDOUT_LOG
 from ._process import build_argv, build_env, signal_group
+from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import now_ts
 
@@ -35,31 +34,6 @@ DRAIN_TIMEOUT = 2.0
 _READ_CHUNK = 1 << 20
 _BATCH_LIMIT = 4 << 20
 _F_SETPIPE_SZ = 1031
-
-
-@dataclass
-class LaunchSpec:
-    """Everything the supervisor needs to start a job's workload."""
-
-    job_id: str
-    job_dir: Path
-    command: list[str]
-    wrapper: list[str]
-    cwd: str | None = None
-    env_pairs: list[str] = field(default_factory=list)
-    env_files: list[str] = field(default_factory=list)
-    inherit_env: bool = True
-    base_env: Mapping[str, str] | None = None
-    stdin_file: str | None = None
-    timeout_s: float = 0
-    kill_after_s: float = 0
-    progress_every_s: float = 0
-    full_log: Path | None = None
-    #: Automatic-GC settings (a ``GcSettings``) to apply after the job, detached mode only.
-    auto_gc: Any = None
-
-    def argv(self) -> list[str]:
-        return build_argv(self.wrapper, self.command)
 
 
 class _Pipe:
@@ -241,7 +215,7 @@ async def supervise(
                 stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
             started_clock = time.monotonic()
             process = await anyio.open_process(
-                spec.argv(),
+                build_argv(spec.wrapper, spec.command),
                 stdin=stdin_fd if stdin_fd is not None else -3,  # subprocess.DEVNULL
                 stdout=pipes[0].write_fd,
                 stderr=pipes[1].write_fd,

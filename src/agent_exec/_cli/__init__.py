@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-from ._grammar import Decline, Invocation, hoist_globals, parse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._grammar import Invocation
 
 
 def execute(invocation: Invocation) -> int:
@@ -49,6 +52,14 @@ def main(argv: list[str] | None = None) -> None:
         from ._completion import complete_from_env
 
         sys.exit(complete_from_env(args))
+    if "run" in args or "start" in args:
+        # Fork the job's supervisor before anything else, so that its start-up (importing
+        # anyio) overlaps ours on the other core (see _launch).
+        from .._launch import prefork
+
+        prefork()
+    from ._grammar import Decline, hoist_globals, parse
+
     try:
         invocation = parse(args)
     except Decline:

@@ -94,6 +94,8 @@ def _observation(p: Params) -> tuple[bool, int, bool]:
 
 
 def _gc_settings(p: Params, config: Any) -> Any:
+    import dataclasses
+
     settings = config.gc
     if p["no_auto_gc"] or not settings.auto:
         return None
@@ -103,7 +105,7 @@ def _gc_settings(p: Params, config: Any) -> Any:
         settings.max_jobs = p["auto_gc_max_jobs"]
     if p["auto_gc_max_bytes"] is not None:
         settings.max_bytes = p["auto_gc_max_bytes"]
-    return settings
+    return dataclasses.asdict(settings)
 
 
 def cmd_run(p: Params, g: Params) -> Result:

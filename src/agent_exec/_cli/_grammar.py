@@ -8,8 +8,6 @@ which is generated from the same table so the two cannot drift apart.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
 FLAG = "flag"  # switch, no value
@@ -19,42 +17,62 @@ MULTI = "multi"  # repeatable string
 OPTBOOL = "optbool"  # --wait [true|false]
 COUNT = "count"  # -v, -vv
 
-_TAG = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$")
+_TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
 
 def is_tag(value: str) -> bool:
-    return bool(_TAG.match(value))
+    """Dot-separated, non-empty segments of ASCII letters, digits and ``-``."""
+    return all(segment and _TAG_CHARS.issuperset(segment) for segment in value.split("."))
 
 
 def is_tag_pattern(value: str) -> bool:
     return is_tag(value[:-2] if value.endswith(".*") else value)
 
 
-@dataclass(frozen=True)
 class Opt:
-    flag: str
-    dest: str
-    kind: str
-    help: str
-    choices: tuple[str, ...] | None = None
-    check: str | None = None  # "tag" | "tag_pattern" | "u16"
-    default: Any = None
+    """One option: its flag, destination parameter, value kind and help text.
+
+    (Plain classes rather than dataclasses here: this module is on the start-up path of
+    every CLI call, and generating dataclass methods costs milliseconds.)
+    """
+
+    __slots__ = ("check", "choices", "default", "dest", "flag", "help", "kind")
+
+    def __init__(
+        self,
+        flag: str,
+        dest: str,
+        kind: str,
+        help: str,
+        choices: tuple[str, ...] | None = None,
+        check: str | None = None,  # "tag" | "tag_pattern" | "u16"
+        default: Any = None,
+    ) -> None:
+        self.flag, self.dest, self.kind, self.help = flag, dest, kind, help
+        self.choices, self.check, self.default = choices, check, default
 
 
-@dataclass(frozen=True)
 class Command:
-    name: str
-    help: str
-    options: tuple[Opt, ...] = ()
-    job_id: str | None = None  # None, "required" or "optional"
-    rest: bool = False  # takes the job's COMMAND words
-    positional_choice: tuple[str, ...] | None = None  # completions SHELL
-    conflicts: tuple[tuple[str, str], ...] = ()
-    aliases: tuple[str, ...] = ()
-    by_flag: dict[str, Opt] = field(default_factory=dict, compare=False)
+    """One subcommand: its options, positional arguments and option conflicts."""
 
-    def __post_init__(self) -> None:
-        self.by_flag.update({opt.flag: opt for opt in self.options})
+    __slots__ = ("aliases", "by_flag", "conflicts", "help", "job_id", "name", "options", "positional_choice", "rest")
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        options: tuple[Opt, ...] = (),
+        *,
+        job_id: str | None = None,  # None, "required" or "optional"
+        rest: bool = False,  # takes the job's COMMAND words
+        positional_choice: tuple[str, ...] | None = None,  # completions SHELL
+        conflicts: tuple[tuple[str, str], ...] = (),
+        aliases: tuple[str, ...] = (),
+    ) -> None:
+        self.name, self.help, self.options = name, help, options
+        self.job_id, self.rest, self.positional_choice = job_id, rest, positional_choice
+        self.conflicts, self.aliases = conflicts, aliases
+        self.by_flag = {opt.flag: opt for opt in options}
 
 
 GLOBAL_OPTIONS = (
@@ -223,21 +241,29 @@ ALIASES = {alias: command.name for command in COMMANDS.values() for alias in com
 GROUPS = {"tag": "set", "notify": "set"}
 
 
-@dataclass
 class Invocation:
-    command: str
-    params: dict[str, Any]
-    globals: dict[str, Any]
-    typed: set[str] = field(default_factory=set)
+    """A parsed command line: the subcommand, its parameters and the global options."""
+
+    __slots__ = ("command", "globals", "params", "typed")
+
+    def __init__(
+        self, command: str, params: dict[str, Any], globals: dict[str, Any], typed: set[str] | None = None
+    ) -> None:
+        self.command, self.params, self.globals = command, params, globals
+        self.typed = typed if typed is not None else set()
 
 
 class Decline(Exception):
     """The fast parser will not decide: hand the argv to typer (help, errors, oddities)."""
 
 
+def _is_short_verbose(token: str) -> bool:
+    return len(token) > 1 and token[0] == "-" and set(token[1:]) == {"v"}
+
+
 def _parse_global(token: str, argv: list[str], index: int, out: dict[str, Any]) -> int | None:
     """Consume a global option at ``argv[index]``; return the next index, or None."""
-    if token in ("-v", "--verbose") or re.fullmatch(r"-v+", token):
+    if token == "--verbose" or _is_short_verbose(token):
         out["verbose"] += 1 if token == "--verbose" else len(token) - 1
         return index + 1
     if token == "--yaml":
@@ -421,7 +447,7 @@ def hoist_globals(argv: list[str]) -> list[str]:
         if token == "--" or (command.rest and (not token.startswith("-") or token == "-")):
             body.extend(argv[index:])
             break
-        if token in ("--yaml", "--verbose") or re.fullmatch(r"-v+", token) or token.startswith("--root="):
+        if token in ("--yaml", "--verbose") or _is_short_verbose(token) or token.startswith("--root="):
             head.append(token)
             index += 1
             continue
