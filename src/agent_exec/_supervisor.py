@@ -12,6 +12,7 @@ import fcntl
 import math
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +87,42 @@ class _Pipe:
     def close_write_end(self) -> None:
         os.close(self.write_fd)
         self.write_fd = -1
+
+
+class Workload:
+    """The workload process, waited for through a pidfd so that no watcher thread is
+    needed per job (asyncio's default child watcher starts one thread per process)."""
+
+    def __init__(self, argv: list[str], *, stdin: int, stdout: int, stderr: int, cwd: str | None, env: dict[str, str]):
+        self._popen = subprocess.Popen(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, start_new_session=True
+        )
+        self.pid = self._popen.pid
+        self.returncode: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._pidfd = -1
+
+    def _reap(self) -> bool:
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return False
+        self.returncode = self._popen.returncode = os.waitstatus_to_exitcode(status)
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        return True
+
+    async def wait(self) -> int:
+        """Wait for the exit and reap; returns the exit code, or ``-signal``."""
+        while self.returncode is None and not self._reap():
+            if self._pidfd >= 0:
+                await anyio.wait_readable(self._pidfd)
+            else:
+                await anyio.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
 
 
 def _seconds_ceil(value: float) -> float:
@@ -214,14 +251,13 @@ async def supervise(
                     stdin_path = job_dir / stdin_path
                 stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
             started_clock = time.monotonic()
-            process = await anyio.open_process(
+            process = Workload(
                 build_argv(spec.wrapper, spec.command),
-                stdin=stdin_fd if stdin_fd is not None else -3,  # subprocess.DEVNULL
+                stdin=stdin_fd if stdin_fd is not None else subprocess.DEVNULL,
                 stdout=pipes[0].write_fd,
                 stderr=pipes[1].write_fd,
                 cwd=spec.cwd,
                 env=env,
-                start_new_session=True,
             )
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             reason = (
@@ -253,7 +289,7 @@ async def supervise(
 
 async def _supervise_running(
     sup: _Supervision,
-    process: anyio.abc.Process,
+    process: Workload,
     pipes: Sequence[_Pipe],
     writer: LogWriter,
     notifier: Notifier,
@@ -313,7 +349,7 @@ def _exit_state(sup: _Supervision, returncode: int, duration_ms: int) -> JobStat
 
 async def _kill_and_record(
     sup: _Supervision,
-    process: anyio.abc.Process,
+    process: Workload,
     pipes: Sequence[_Pipe],
     writer: LogWriter,
     started_clock: float,
