@@ -49,6 +49,13 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    total = sum(len(part) for part in parts)
+    written = os.writev(fd, parts)
+    if written < total:
+        _write_all(fd, b"".join(parts)[written:])
+
+
 class LogWriter:
     """Writes a job's output: raw bytes to ``stdout.log``/``stderr.log``, timestamped lines
     to the combined log, in arrival order.
@@ -100,8 +107,9 @@ class LogWriter:
         stdout_prefix, stderr_prefix = self._prefixes()
         prefix = stdout_prefix if stream == "stdout" else stderr_prefix
         text = _lossy_bytes(complete)
-        body = prefix + text[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
-        _write_all(self._full_fd, body)
+        # One replace builds the body; writev avoids copying it again to add the edges.
+        body = memoryview(text.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
+        _writev_all(self._full_fd, [prefix, body])
         if self.on_line is not None:
             for line in text[:-1].split(b"\n"):
                 self.on_line(stream, line)

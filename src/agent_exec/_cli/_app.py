@@ -127,6 +127,12 @@ def _make_callback(command: grammar.Command) -> Any:
     return callback
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(VERSION_TEXT)
+        raise typer.Exit(0)
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="agent-exec",
@@ -137,11 +143,6 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
     )
 
-    def version(value: bool) -> None:
-        if value:
-            print(VERSION_TEXT)
-            raise typer.Exit(0)
-
     @app.callback()
     def main(
         ctx: typer.Context,
@@ -149,7 +150,7 @@ def build_app() -> typer.Typer:
         yaml: Annotated[bool, typer.Option("--yaml", help=grammar.GLOBAL_OPTIONS[1].help)] = False,
         verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More diagnostics.")] = 0,
         _version: Annotated[
-            bool, typer.Option("--version", "-V", callback=version, is_eager=True, help="Print the version.")
+            bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version.")
         ] = False,
     ) -> None:
         ctx.obj = {"root": root, "yaml": yaml, "verbose": verbose}
