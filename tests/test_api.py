@@ -370,11 +370,6 @@ async def test_raising_inside_the_block_kills_running_jobs(root: Path) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: supervise() awaits state_lock between Popen and its kill-on-cancel try, so a job "
-    "whose task first runs after the runner was cancelled leaks its process and stays 'created'",
-)
 async def test_raising_right_after_run_kills_jobs_that_never_got_to_run(root: Path) -> None:
     jobs: list[Job] = []
     before = set(children())
@@ -392,11 +387,6 @@ async def test_raising_right_after_run_kills_jobs_that_never_got_to_run(root: Pa
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _kill_and_record skips killpg once the workload leader exited, so a grandchild "
-    "holding the pipes (drain phase) survives the runner's cancellation",
-)
 async def test_cancel_during_drain_kills_the_leftover_process_group(root: Path, tmp_path: Path) -> None:
     pidfile = tmp_path / "gc"
     with anyio.move_on_after(30) as scope:
@@ -531,9 +521,6 @@ async def test_errors_come_from_the_documented_hierarchy(root: Path) -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True, reason="bug: Job.kill(int) skips resolve_signal, so os.killpg's EINVAL escapes as OSError"
-)
 async def test_kill_with_an_unknown_signal_number_raises_invalid_signal(root: Path) -> None:
     async with JobRunner(root) as runner:
         job = await runner.run(["sleep", "30"])

@@ -74,8 +74,8 @@ async def test_cli_and_runner_share_the_store(root: Path, cli: Cli) -> None:
     from_cli = (await cli_doc(cli, "run", "--", "sh", "-c", "exit 7"))["job_id"]
     async with JobRunner(root, max_concurrency=1) as runner:
         blocker = await runner.run(["sleep", "30"])
+        await until_running(blocker)  # trio does not keep queue order (see the FIFO test)
         queued = await runner.run(["true"])
-        await until_running(blocker)
         assert (await cli_doc(cli, "status", blocker.job_id))["state"] == "running"
         assert (await cli_doc(cli, "status", queued.job_id))["state"] == "created"
         other = runner.job(from_cli)
@@ -105,11 +105,6 @@ async def test_bounded_concurrency(root: Path, tmp_path: Path) -> None:
     assert max_overlap(intervals) <= limit  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: queue order is decided by which _supervise task reaches the CapacityLimiter first; "
-    "trio runs each batch of new tasks in random order (reversed half the time), so not FIFO",
-)
 async def test_queued_jobs_start_in_submission_order(root: Path, tmp_path: Path) -> None:
     # trio reverses a batch of runnable tasks with probability 1/2; 20 rounds make a
     # FIFO-ignorant runner pass this with probability 2**-20.
@@ -150,10 +145,6 @@ async def test_raising_inside_the_block_kills_jobs(root: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: supervise() awaits state_lock between Popen and its kill-on-cancel try (see test_api.py)",
-)
 async def test_raising_right_after_run_kills_jobs(root: Path) -> None:
     jobs: list[Job] = []
     before = set(children())

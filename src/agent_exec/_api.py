@@ -14,6 +14,7 @@ import enum
 import math
 import os
 import socket
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,6 @@ import anyio.abc
 from ._errors import InvalidState, RunnerClosed
 from ._jobs import (
     JobDefinition,
-    StdinSource,
     create_job,
     launch_spec,
     list_data,
@@ -148,10 +148,12 @@ class Job:
         :raises InvalidState: for a job that was created but not started.
         :raises InvalidSignal: for an unknown signal name.
         """
-        signum = signal if isinstance(signal, int) else resolve_signal(signal)
+        signum = resolve_signal(str(signal))
         state = read_state(self.job_dir)
         if state.status is JobStatus.CREATED:
-            raise InvalidState(f"job {self.job_id} is in 'created' state and has not been started; cannot send signal")
+            raise InvalidState(
+                f"job {self.job_id} is in 'created' state and has not been started; cannot send signal"
+            )
         if state.status is not JobStatus.RUNNING or state.pid is None:
             return False
         return signal_group(state.pid, signum)
@@ -159,6 +161,41 @@ class Job:
     async def tail(self, lines: int = 50, max_bytes: int = 65536) -> dict[str, Any]:
         """The ``tail`` document's data for this job (last lines of both logs)."""
         return tail_data(self.job_dir.parent, self.job_id, tail_lines=lines, max_bytes=max_bytes)
+
+
+class _FifoSlots:
+    """At most ``limit`` jobs hold a slot; waiters get theirs strictly in arrival order.
+
+    (A ``CapacityLimiter`` serves waiters in the order their tasks first run, which trio
+    deliberately randomises; here the order is decided synchronously in ``run()``.)
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: deque[anyio.Event] = deque()
+
+    def take_or_queue(self) -> anyio.Event | None:
+        """Take a free slot (``None``) or join the queue (an event set when it is ours)."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return None
+        ticket = anyio.Event()
+        self._waiters.append(ticket)
+        return ticket
+
+    def release(self) -> None:
+        """Hand the slot to the longest waiter, or free it."""
+        if self._waiters:
+            self._waiters.popleft().set()
+        else:
+            self._free += 1
+
+    def abandon(self, ticket: anyio.Event) -> None:
+        """A waiter gave up: pass its slot on if it had been handed one."""
+        if ticket.is_set():
+            self.release()
+        else:
+            self._waiters.remove(ticket)
 
 
 class _RunnerState(enum.Enum):
@@ -201,7 +238,7 @@ class JobRunner:
         self.detached = detached
         self._state = _RunnerState.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self._slots = _FifoSlots(max_concurrency) if max_concurrency else None
         self._running = 0
         self._queued = 0
         self._finished = 0
@@ -227,6 +264,11 @@ class JobRunner:
         assert self._task_group is not None
         try:
             return await self._task_group.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The block's own exception comes back wrapped by the task group: unwrap it.
+            if exc is not None and len(group.exceptions) == 1 and group.exceptions[0] is exc:
+                raise exc from None
+            raise
         finally:
             self._state = _RunnerState.CLOSED
 
@@ -280,36 +322,58 @@ class JobRunner:
             notification=None if notification.is_empty else notification,
             wrapper=list(shell_wrapper) if shell_wrapper else list(DEFAULT_WRAPPER),
         )
-        source: StdinSource = stdin
-        job_id, job_dir, meta = create_job(self.root, definition, stdin=source)
-        spec = launch_spec(job_dir, meta, env_pairs=env_pairs, cwd=definition.cwd)
-        lock_fd = open_lock(job_dir)
-        try_lock_exclusive(lock_fd)
-        if self.detached if detached is None else detached:
+        use_detached = self.detached if detached is None else detached
+
+        def prepare() -> tuple[str, Path, LaunchSpec, int]:
+            job_id, job_dir, meta = create_job(self.root, definition, stdin=stdin)
+            spec = launch_spec(job_dir, meta, env_pairs=env_pairs, cwd=definition.cwd)
+            lock_fd = open_lock(job_dir)
+            try_lock_exclusive(lock_fd)
+            if not use_detached:
+                write_state(job_dir, JobState(job_id=job_id, status=JobStatus.CREATED, updated_at=now_ts()))
+            return job_id, job_dir, spec, lock_fd
+
+        # File work off the event loop; shielded so a job is never left half-made.
+        with anyio.CancelScope(shield=True):
+            job_id, job_dir, spec, lock_fd = await anyio.to_thread.run_sync(prepare)
+        if use_detached:
             try:
-                await _launch_detached(spec, lock_fd)
+                with anyio.CancelScope(shield=True):
+                    await _launch_detached(spec, lock_fd)
             finally:
                 os.close(lock_fd)
             return Job(job_id, job_dir)
-        write_state(job_dir, JobState(job_id=job_id, status=JobStatus.CREATED, updated_at=now_ts()))
         job = Job(job_id, job_dir, done=anyio.Event())
+        ticket = self._slots.take_or_queue() if self._slots is not None else None
         self._queued += 1
-        self._task_group.start_soon(self._supervise, spec, lock_fd, job, name=f"agent-exec job {job_id}")
+        self._task_group.start_soon(
+            self._supervise, spec, lock_fd, job, ticket, name=f"agent-exec job {job_id}"
+        )
         return job
 
-    async def _supervise(self, spec: LaunchSpec, lock_fd: int, job: Job) -> None:
+    async def _supervise(self, spec: LaunchSpec, lock_fd: int, job: Job, ticket: anyio.Event | None) -> None:
         assert job._done is not None
         started = False
         try:
-            async with self._limiter if self._limiter is not None else contextlib.nullcontext():
-                self._queued -= 1
-                self._running += 1
-                started = True
+            if ticket is not None:
+                try:
+                    await ticket.wait()
+                except BaseException:
+                    assert self._slots is not None
+                    self._slots.abandon(ticket)
+                    raise
+            self._queued -= 1
+            self._running += 1
+            started = True
+            try:
                 job._final = await supervise(spec, lock_fd=lock_fd)
+            finally:
+                if self._slots is not None:
+                    self._slots.release()
         except BaseException:
             if not started:
                 self._queued -= 1
-                with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):
                     now = now_ts()
                     job._final = JobState(
                         job_id=spec.job_id,

