@@ -244,7 +244,8 @@ class JobRunner:
         self._finished = 0
 
     def __repr__(self) -> str:
-        return f"<JobRunner root={str(self.root)!r} {self._state.value} running={self._running} queued={self._queued}>"
+        counts = f"running={self._running} queued={self._queued}"
+        return f"<JobRunner root={str(self.root)!r} {self._state.value} {counts}>"
 
     def statistics(self) -> dict[str, int]:
         """An immutable snapshot: jobs running, queued and finished under this runner."""

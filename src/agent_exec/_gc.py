@@ -228,7 +228,7 @@ def select(records: Sequence[ScanRecord], policy: GcPolicy, *, now: float) -> Se
             reason = "no_timestamp"
         elif not is_older(record.gc_ts, cutoff):
             reason = "too_recent"
-        elif False:
+        elif record.supervised:
             reason = "active_job"
         if reason is not None:
             result.kept.append(GcEntry(record.job_id, record.state, "skipped", reason, 0))
