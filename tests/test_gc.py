@@ -580,3 +580,20 @@ def test_run_triggers_auto_gc(cli: Cli, root: Path) -> None:
     assert doc["ok"] is True
     poll_until(lambda: not old.exists(), timeout=20)
     assert (root / doc["job_id"]).is_dir()
+
+
+def test_removal_unlinks_a_directory_swapped_for_a_symlink(tmp_path: Path) -> None:
+    """The race where a listed sub-directory becomes a symlink before it is opened."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep").write_bytes(b"k")
+    parent = tmp_path / "job"
+    parent.mkdir()
+    (parent / "sub").symlink_to(precious)
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _gc._remove_dir_at(fd, "sub")  # as if ``sub`` had been listed as a directory
+    finally:
+        os.close(fd)
+    assert not os.path.lexists(parent / "sub")
+    assert (precious / "keep").read_bytes() == b"k"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import struct
 import sys
@@ -56,12 +57,56 @@ def _detach_stdio(keep: int) -> None:
                 os.close(fd)
 
 
+class _SignalRelay:
+    """Passes termination signals sent to the supervisor on to the workload's process group.
+
+    ``kill`` signals the pid recorded in ``state.json``, which is the supervisor's until the
+    workload is spawned (supervisor.md §8.2), and an operator may signal the supervisor
+    directly. Dying of it would orphan the workload with nobody draining its pipes and the
+    job ``supervisor_lost``; instead the signal goes where it was meant to go, and the
+    supervisor records the outcome. A signal arriving before the spawn is held back and
+    delivered right after it. (Python handlers are reset to the default by ``exec``, so the
+    workload itself is unaffected.)
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.pending: list[int] = []
+
+    def install(self) -> None:
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _forward(self, signum: int) -> None:
+        assert self.pid is not None
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, signum)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.pid is None:
+            self.pending.append(signum)
+        else:
+            self._forward(signum)
+
+    def started(self, value: int | None = None) -> None:
+        """``task_status.started`` of :func:`~agent_exec._supervisor.supervise`: the workload pid."""
+        self.pid = value
+        if value is not None:
+            for signum in self.pending:
+                self._forward(signum)
+        self.pending.clear()
+
+
 def supervisor_main(sock: socket.socket) -> None:
     """The supervisor process: warm up, receive a job, supervise it, then auto-GC."""
+    relay = _SignalRelay()
+    relay.install()
     import anyio  # the warm-up: these imports overlap the launcher's work
     import anyio._backends._asyncio  # noqa: F401 - anyio.run would import it later
 
-    from . import _supervisor
+    from . import _supervisor  # noqa: F401 - the warm-up
     from ._spec import LaunchSpec
 
     try:
@@ -84,13 +129,13 @@ def supervisor_main(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.recv(1)
     sock.close()
-    anyio.run(_supervise_and_collect, _supervisor, spec, lock_fd)
+    anyio.run(_supervise_and_collect, relay, spec, lock_fd)
 
 
-async def _supervise_and_collect(supervisor: object, spec: LaunchSpec, lock_fd: int | None) -> None:
+async def _supervise_and_collect(relay: _SignalRelay, spec: LaunchSpec, lock_fd: int | None) -> None:
     from ._supervisor import supervise
 
-    await supervise(spec, lock_fd=lock_fd)
+    await supervise(spec, lock_fd=lock_fd, task_status=relay)
     if spec.auto_gc is not None:
         with contextlib.suppress(Exception):
             from ._gc import auto_gc

@@ -136,14 +136,18 @@ def parse_bind(value: str) -> tuple[str, int, int]:
 
 
 def _valid_header_value(value: str) -> bool:
-    return bool(value) and all(0x20 <= ord(ch) < 0x7F or ch == "\t" for ch in value) and value == value.strip()
+    printable = all(0x20 <= ord(ch) < 0x7F or ch == "\t" for ch in value)
+    return bool(value) and printable and value == value.strip()
 
 
 def build_config(params: dict[str, Any], globals_: dict[str, Any]) -> ServeConfig:
     """Apply the start-up checks of serve.md §1, in order; raise :class:`StartupRefused`."""
     from ._paths import resolve_root
 
-    bind = f"127.0.0.1:{params['port']}" if params.get("port") is not None else params.get("bind") or DEFAULT_BIND
+    if params.get("port") is not None:
+        bind = f"127.0.0.1:{params['port']}"
+    else:
+        bind = params.get("bind") or DEFAULT_BIND
     host, port, family = parse_bind(bind)
     token_text = os.environ.get(TOKEN_ENV) or None
     if not ipaddress.ip_address(host).is_loopback:
@@ -159,9 +163,13 @@ def build_config(params: dict[str, Any], globals_: dict[str, Any]) -> ServeConfi
     origin = params.get("allow_origin")
     if origin is not None:
         if origin.strip() == "*":
-            raise StartupRefused("invalid_config", "--allow-origin '*' is not allowed; name exactly one origin")
+            raise StartupRefused(
+                "invalid_config", "--allow-origin '*' is not allowed; name exactly one origin"
+            )
         if not _valid_header_value(origin):
-            raise StartupRefused("internal_error", f"invalid --allow-origin value {origin!r}: not a valid header value")
+            raise StartupRefused(
+                "internal_error", f"invalid --allow-origin value {origin!r}: not a valid header value"
+            )
     if params.get("auth_reads") and token_text is None:
         raise StartupRefused("invalid_config", f"--auth-reads requires {TOKEN_ENV} to be set")
     return ServeConfig(
@@ -181,7 +189,8 @@ def _refuse(error: AgentExecError) -> int:
     sys.stderr.write(f"agent-exec serve: {error.message}\n")
     sys.stderr.flush()
     try:
-        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE))
+        option = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+        sys.stdout.buffer.write(orjson.dumps(document, option=option))
         sys.stdout.buffer.flush()
     except (OSError, ValueError):
         pass
@@ -273,7 +282,8 @@ def _ok(kind: str, data: dict[str, Any]) -> Response:
 
 def error_response(error: AgentExecError) -> Response:
     status = _STATUS_BY_CODE.get(error.code, 500)
-    return _json({"schema_version": SCHEMA_VERSION, "ok": False, "type": "error", "error": error.to_dict()}, status)
+    document = {"schema_version": SCHEMA_VERSION, "ok": False, "type": "error", "error": error.to_dict()}
+    return _json(document, status)
 
 
 @dataclass
@@ -464,7 +474,9 @@ def build_app(config: ServeConfig) -> ASGIApp:
         spec = parse_exec_body(await read_body(request))
         async with JobRunner(root, detached=True) as runner:
             job = await runner.run(spec.command, cwd=spec.cwd, env=spec.env, timeout=spec.timeout_s)
-        state, waited_ms = await blocking(observe, job.job_dir, wait=spec.wait, until=spec.until, forever=False)
+        state, waited_ms = await blocking(
+            observe, job.job_dir, wait=spec.wait, until=spec.until, forever=False
+        )
         data = run_data(
             job.job_id,
             job.job_dir,

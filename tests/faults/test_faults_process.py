@@ -168,3 +168,32 @@ def test_a_workload_ignoring_sigterm_is_killed_by_sigkill_after_the_grace(cli: C
     assert waited.get("reason") == "timeout"
     assert waited["stdout"] == "ready\n"
     assert time.monotonic() - started < 8
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_to_the_supervisor_is_passed_to_the_job(
+    cli: Cli, root: Path, reaper: list[int], signum: signal.Signals
+) -> None:
+    """``kill`` signals the pid in state.json, which is the supervisor's until the workload
+    is spawned (supervisor.md §8.2): the job must not be orphaned by that race."""
+    job_id = cli("run", "--", *py("import time\nprint('up', flush=True)\ntime.sleep(30)")).doc["job_id"]
+    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
+    workload = poll_until(lambda: (pid := read_state_file(root, job_id)["pid"]) != supervisor and pid)
+    reaper.append(workload)
+    os.kill(supervisor, signum)
+    waited = cli("wait", "--until", "10", job_id).doc
+    assert waited["state"] == "killed", waited
+    assert waited["signal"] == str(int(signum))
+    poll_until(lambda: not pid_running(workload), timeout=5)
+    poll_until(lambda: not pid_running(supervisor), timeout=5)
+
+
+def test_kill_right_after_launch_never_orphans_the_workload(cli: Cli, root: Path, reaper: list[int]) -> None:
+    for _ in range(5):
+        job_id = cli("run", "--no-wait", "--", *py("import time\ntime.sleep(30)")).doc["job_id"]
+        killed = cli("kill", job_id).doc
+        waited = cli("wait", "--until", "10", job_id).doc
+        assert waited["state"] == "killed", (killed, waited)
+        pid = read_state_file(root, job_id)["pid"]
+        reaper.append(pid)
+        poll_until(lambda pid=pid: not processes_in_group(pid) and not pid_running(pid), timeout=5)
