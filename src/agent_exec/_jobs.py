@@ -44,6 +44,8 @@ from ._spec import LaunchSpec
 from ._timeutil import now_ts
 
 DEFAULT_MAX_BYTES = 65536
+#: How long ``run`` waits for completion after it first sees output (see :func:`observe`).
+OUTPUT_SETTLE = 0.15
 DEFAULT_STDIN_MAX_BYTES = 64 * 1024 * 1024
 _TAG = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$")
 
@@ -321,7 +323,12 @@ class SupervisorWatch:
 
 def observe(job_dir: Path, *, wait: bool, until: float, forever: bool) -> tuple[JobState, int]:
     """The inline observation of ``run``/``start``: return at the terminal state at once,
-    or at the first 100 ms tick that finds output in the logs, or at the deadline."""
+    or at the first 100 ms tick that finds output in the logs, or at the deadline.
+
+    A job seen with output gets a short grace (``OUTPUT_SETTLE``) to finish: a quick
+    command that printed and is exiting right now is then reported ``exited`` with its
+    exit code, even on a loaded machine, instead of ``running``.
+    """
     if not wait:
         return read_state(job_dir), 0
     start = time.monotonic()
@@ -335,6 +342,9 @@ def observe(job_dir: Path, *, wait: bool, until: float, forever: bool) -> tuple[
             break
         if now >= start + tick * 0.1:
             if file_size(job_dir / STDOUT_LOG) or file_size(job_dir / STDERR_LOG):
+                settle = OUTPUT_SETTLE if deadline is None else min(OUTPUT_SETTLE, deadline - now)
+                if settle > 0 and watch.wait(settle):
+                    continue
                 break
             tick = int((now - start) / 0.1) + 1
         if deadline is not None and now >= deadline:

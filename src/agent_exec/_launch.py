@@ -104,7 +104,7 @@ def supervisor_main(sock: socket.socket) -> None:
     relay = _SignalRelay()
     relay.install()
     import anyio  # the warm-up: these imports overlap the launcher's work
-    import anyio._backends._asyncio  # noqa: F401 - anyio.run would import it later
+    import anyio._backends._asyncio  # anyio.run would import it later
 
     from . import _supervisor  # noqa: F401 - the warm-up
     from ._spec import LaunchSpec

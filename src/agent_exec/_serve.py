@@ -70,15 +70,8 @@ log = logging.getLogger("agent_exec.serve")
 
 
 class ServeError(AgentExecError):
-    """An HTTP-level failure with its own error code (``invalid_request``, ``unauthorized``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class StartupRefused(AgentExecError):
-    """``serve`` will not start with these options (printed, exit 1)."""
+    """A failure with a serve-specific code: a start-up refusal (``serve_unsafe_bind``,
+    ``invalid_config``) or a rejected request (``invalid_request``, ``unauthorized``)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -112,8 +105,8 @@ def parse_bind(value: str) -> tuple[str, int, int]:
     resolver, and the loopback check below must be about the address actually bound.
     """
 
-    def invalid(reason: str) -> StartupRefused:
-        return StartupRefused("internal_error", f"invalid bind address '{value}': {reason}")
+    def invalid(reason: str) -> ServeError:
+        return ServeError("internal_error", f"invalid bind address '{value}': {reason}")
 
     if value.startswith("["):
         host, sep, port_text = value[1:].partition("]:")
@@ -141,7 +134,7 @@ def _valid_header_value(value: str) -> bool:
 
 
 def build_config(params: dict[str, Any], globals_: dict[str, Any]) -> ServeConfig:
-    """Apply the start-up checks of serve.md §1, in order; raise :class:`StartupRefused`."""
+    """Apply the start-up checks of serve.md §1, in order; raise :class:`ServeError`."""
     from ._paths import resolve_root
 
     if params.get("port") is not None:
@@ -152,26 +145,26 @@ def build_config(params: dict[str, Any], globals_: dict[str, Any]) -> ServeConfi
     token_text = os.environ.get(TOKEN_ENV) or None
     if not ipaddress.ip_address(host).is_loopback:
         if not params.get("insecure"):
-            raise StartupRefused(
+            raise ServeError(
                 "serve_unsafe_bind", f"refusing to bind to non-loopback address {bind} without --insecure"
             )
         if token_text is None:
-            raise StartupRefused(
+            raise ServeError(
                 "serve_unsafe_bind",
                 f"refusing to bind to non-loopback address {bind} without {TOKEN_ENV} set",
             )
     origin = params.get("allow_origin")
     if origin is not None:
         if origin.strip() == "*":
-            raise StartupRefused(
+            raise ServeError(
                 "invalid_config", "--allow-origin '*' is not allowed; name exactly one origin"
             )
         if not _valid_header_value(origin):
-            raise StartupRefused(
+            raise ServeError(
                 "internal_error", f"invalid --allow-origin value {origin!r}: not a valid header value"
             )
     if params.get("auth_reads") and token_text is None:
-        raise StartupRefused("invalid_config", f"--auth-reads requires {TOKEN_ENV} to be set")
+        raise ServeError("invalid_config", f"--auth-reads requires {TOKEN_ENV} to be set")
     return ServeConfig(
         root=resolve_root(globals_.get("root")),
         host=host,
@@ -209,7 +202,9 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _listen(config: ServeConfig) -> socket.socket:
-    sock = socket.socket(config.family, socket.SOCK_STREAM)
+    # proto given explicitly: asyncio enables TCP_NODELAY on accepted connections only for
+    # sockets whose proto is IPPROTO_TCP (with 0, every response pays ~40 ms of delayed ACK).
+    sock = socket.socket(config.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if config.family == socket.AF_INET6:
@@ -219,7 +214,7 @@ def _listen(config: ServeConfig) -> socket.socket:
         sock.set_inheritable(False)
     except OSError as exc:
         sock.close()
-        raise StartupRefused(
+        raise ServeError(
             "internal_error", f"failed to bind {config.display}: {exc.strerror or exc}"
         ) from None
     config.port = sock.getsockname()[1]

@@ -299,7 +299,7 @@ async def supervise(
         sup.pid = process.pid
         write_state(spec.job_dir, sup.running_state())
         task_status.started(process.pid)
-        writer.on_line = notifier.on_line if notifier.watches_output else None
+        notifier.attach(writer)
         state = await _supervise_running(sup, process, pipes, writer, notifier, started_clock)
     finally:
         for pipe in pipes:

@@ -40,7 +40,9 @@ def _finish(proc: subprocess.Popen[bytes]) -> tuple[int, dict[str, Any], str]:
 def test_fifty_concurrent_launches_give_fifty_consistent_jobs(
     cli: Cli, root: Path, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    procs = [_spawn_cli(root, cli_env, tmp_path, "run", "--no-wait", "--", "echo", f"job-{i}") for i in range(50)]
+    procs = [
+        _spawn_cli(root, cli_env, tmp_path, "run", "--no-wait", "--", "echo", f"job-{i}") for i in range(50)
+    ]
     job_ids: dict[str, int] = {}
     for index, proc in enumerate(procs):
         code, doc, _ = _finish(proc)
@@ -80,7 +82,9 @@ class _Sweeper(threading.Thread):
                 self.sweeps += 1
 
 
-@pytest.mark.skipif(importlib.util.find_spec("agent_exec._gc") is None, reason="gc/delete not implemented yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("agent_exec._gc") is None, reason="gc/delete not implemented yet"
+)
 def test_gc_and_delete_sweeps_never_remove_an_active_job(cli: Cli, root: Path, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     code = f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.02)\nprint('released')"
@@ -92,7 +96,7 @@ def test_gc_and_delete_sweeps_never_remove_an_active_job(cli: Cli, root: Path, t
         running = []
         for _ in range(6):
             running.append(cli("run", "--no-wait", "--", *py(code)).doc["job_id"])
-            cli("run", "--", "true")
+            assert cli("run", "--", "true").doc["state"] == "exited"
         poll_until(lambda: sweeper.sweeps >= 6, timeout=60)
         for job_id in running:
             assert stored_status(root, job_id) == "running", job_id
@@ -108,7 +112,7 @@ def test_gc_and_delete_sweeps_never_remove_an_active_job(cli: Cli, root: Path, t
                     assert result.doc["error"]["code"] == "job_not_found"
                     gone.add(job_id)  # checked against the sweeps' reports below
                     return True
-                return result.doc["state"] == "exited"
+                return bool(result.doc["state"] == "exited")
 
             poll_until(finished_or_collected, timeout=30)
         before = sweeper.sweeps
@@ -147,7 +151,11 @@ def test_tag_writers_racing_the_supervisor_never_lose_the_terminal_state(cli: Cl
         for job_id in jobs:
             assert cli("tag", "set", job_id, "--tag", "cli").doc["ok"] is True
         for job_id in jobs:
-            poll_until(lambda job_id=job_id: stored_status(root, job_id) != "running", timeout=20)
+
+            def finished(job_id: str = job_id) -> bool:
+                return stored_status(root, job_id) != "running"
+
+            poll_until(finished, timeout=20)
     finally:
         stop.set()
         for thread in threads:

@@ -35,13 +35,20 @@ def _stdout_log(root: Path, job_id: str) -> bytes:
 def test_sigkill_of_the_supervisor_reports_the_job_failed_everywhere(
     cli: Cli, root: Path, reaper: list[int]
 ) -> None:
-    code = "import sys, time\nfor i in range(3): print('line', i, flush=True)\nsys.stderr.write('err\\n')\ntime.sleep(60)"
+    code = (
+        "import sys, time\nfor i in range(3): print('line', i, flush=True)\n"
+        "sys.stderr.write('err\\n')\ntime.sleep(60)"
+    )
     job_id = cli("run", "--no-wait", "--", *py(code)).doc["job_id"]
     poll_until(lambda: _stdout_log(root, job_id).count(b"\n") == 3)
     state = poll_until(lambda: (s := read_state_file(root, job_id)) and s.get("pid") and s)
     supervisors = poll_until(lambda: find_supervisors(job_id))
     assert len(supervisors) == 1
-    workload = poll_until(lambda: read_state_file(root, job_id)["pid"] not in supervisors and read_state_file(root, job_id)["pid"])
+    workload = poll_until(
+        lambda: (
+            read_state_file(root, job_id)["pid"] not in supervisors and read_state_file(root, job_id)["pid"]
+        )
+    )
     reaper.append(workload)
     assert state["job"]["status"] == "running"
 
@@ -85,7 +92,13 @@ def test_sigkill_of_the_cli_during_run_leaves_the_job_running_to_completion(
         env=cli_env,
     )
     try:
-        job_id = poll_until(lambda: next((p.name for p in root.iterdir() if (p / "state.json").exists()), None) if root.exists() else None)
+        job_id = poll_until(
+            lambda: (
+                next((p.name for p in root.iterdir() if (p / "state.json").exists()), None)
+                if root.exists()
+                else None
+            )
+        )
         poll_until(lambda: stored_status(root, job_id) == "running")
         assert proc.poll() is None, "the CLI should still be waiting for output"
         proc.send_signal(signal.SIGKILL)
@@ -123,7 +136,9 @@ def test_kill_reaches_a_grandchild_through_the_process_group(cli: Cli, root: Pat
     job_id = cli("run", "--", "sleep 30 & echo $!; sleep 30").doc["job_id"]
     grandchild = int(poll_until(lambda: _stdout_log(root, job_id).split())[0])
     reaper.append(grandchild)
-    workload = poll_until(lambda: read_state_file(root, job_id)["pid"] if not find_supervisors_pid(root, job_id) else None)
+    workload = poll_until(
+        lambda: read_state_file(root, job_id)["pid"] if not find_supervisors_pid(root, job_id) else None
+    )
     reaper.append(workload)
     assert pid_running(grandchild)
     killed = cli("kill", job_id).doc
@@ -138,7 +153,9 @@ def find_supervisors_pid(root: Path, job_id: str) -> bool:
     return read_state_file(root, job_id).get("pid") in find_supervisors(job_id)
 
 
-def test_timeout_reaches_a_grandchild_through_the_process_group(cli: Cli, root: Path, reaper: list[int]) -> None:
+def test_timeout_reaches_a_grandchild_through_the_process_group(
+    cli: Cli, root: Path, reaper: list[int]
+) -> None:
     job_id = cli("run", "--timeout", "1", "--", "sleep 30 & echo $!; sleep 30").doc["job_id"]
     grandchild = int(poll_until(lambda: _stdout_log(root, job_id).split())[0])
     reaper.append(grandchild)
@@ -159,7 +176,10 @@ def test_a_workload_closing_stdout_early_still_finishes_with_stderr_intact(cli: 
 
 
 def test_a_workload_ignoring_sigterm_is_killed_by_sigkill_after_the_grace(cli: Cli, root: Path) -> None:
-    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\ntime.sleep(30)"
+    code = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(30)"
+    )
     started = time.monotonic()
     job_id = cli("run", "--timeout", "1", "--kill-after", "1", "--", *py(code)).doc["job_id"]
     waited = cli("wait", "--until", "20", job_id).doc
@@ -196,4 +216,8 @@ def test_kill_right_after_launch_never_orphans_the_workload(cli: Cli, root: Path
         assert waited["state"] == "killed", (killed, waited)
         pid = read_state_file(root, job_id)["pid"]
         reaper.append(pid)
-        poll_until(lambda pid=pid: not processes_in_group(pid) and not pid_running(pid), timeout=5)
+
+        def group_gone(pid: int = pid) -> bool:
+            return not processes_in_group(pid) and not pid_running(pid)
+
+        poll_until(group_gone, timeout=5)

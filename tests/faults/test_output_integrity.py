@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -50,7 +51,7 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _measure_cli(root: Path, env: dict[str, str], *args: str) -> tuple[dict[str, object], float, int]:
+def _measure_cli(root: Path, env: dict[str, str], *args: str) -> tuple[dict[str, Any], float, int]:
     """Run one CLI call in a fresh intermediate process and return ``(doc, seconds,
     max_rss_kib)`` of that call alone (RUSAGE_CHILDREN there sees only the CLI)."""
     probe = (
@@ -70,7 +71,7 @@ def _measure_cli(root: Path, env: dict[str, str], *args: str) -> tuple[dict[str,
     return orjson.loads(proc.stdout), float(elapsed), int(rss)
 
 
-def _doc(stdout: str) -> dict[str, object]:
+def _doc(stdout: str) -> dict[str, Any]:
     """Parse the one JSON line. (``str.splitlines`` would also split at U+2028 or U+0085,
     which lossy-decoded random bytes contain and JSON strings may hold unescaped.)"""
     lines = stdout.rstrip("\n").split("\n")
@@ -79,7 +80,9 @@ def _doc(stdout: str) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_a_gibibyte_of_binary_output_lands_byte_for_byte(cli: Cli, root: Path, cli_env: dict[str, str]) -> None:
+def test_a_gibibyte_of_binary_output_lands_byte_for_byte(
+    cli: Cli, root: Path, cli_env: dict[str, str]
+) -> None:
     job_id = cli("run", "--no-wait", "--", *py(_GENERATOR)).doc["job_id"]
     waited = _doc(cli("wait", "--until", "600", "--max-bytes", "4096", job_id, timeout=700).stdout)
     assert waited["state"] == "exited" and waited["exit_code"] == 0, waited
@@ -94,7 +97,9 @@ def test_a_gibibyte_of_binary_output_lands_byte_for_byte(cli: Cli, root: Path, c
     assert rss_kib < 150 * 1024, rss_kib
 
 
-def test_tail_of_a_huge_log_is_bounded_in_memory_and_time(cli: Cli, root: Path, cli_env: dict[str, str]) -> None:
+def test_tail_of_a_huge_log_is_bounded_in_memory_and_time(
+    cli: Cli, root: Path, cli_env: dict[str, str]
+) -> None:
     """The fast variant: a sparse 4 GiB log (no newlines for 4 GiB, then a few lines)."""
     job_id = cli("run", "--", "true").doc["job_id"]
     log = root / job_id / "stdout.log"
@@ -113,7 +118,7 @@ def test_tail_of_a_huge_log_is_bounded_in_memory_and_time(cli: Cli, root: Path, 
     for args, lines in cases:
         doc, elapsed, rss_kib = _measure_cli(root, cli_env, *args)
         assert doc["stdout_total_bytes"] == total
-        begin, end = doc["stdout_range"]  # type: ignore[misc]
+        begin, end = doc["stdout_range"]
         assert end == total
         if lines is not None:
             assert doc["stdout"] == "".join(f"line {i}\n" for i in range(100 - lines, 100))

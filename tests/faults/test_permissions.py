@@ -34,14 +34,30 @@ def test_job_directories_are_0700_and_their_files_0600(cli: Cli, root: Path, tmp
     events = tmp_path / "events.ndjson"
     code = "import sys; print(sys.stdin.read()); print('e', file=sys.stderr)"
     doc = cli(
-        "run", "--stdin", "secret", "--notify-file", str(events), "--output-pattern", "secret", "--", *py(code)
+        "run",
+        "--stdin",
+        "secret",
+        "--notify-file",
+        str(events),
+        "--output-pattern",
+        "secret",
+        "--",
+        *py(code),
     ).doc
     job_id = doc["job_id"]
     created = cli("create", "--stdin", "x", "--", "true").doc["job_id"]
     assert cli("wait", job_id).doc["state"] == "exited"
     assert cli("tag", "set", job_id, "--tag", "t").doc["ok"] is True
     job_dir = root / job_id
-    expected = {"meta.json", "state.json", "stdout.log", "stderr.log", "full.log", "stdin.bin", "supervisor.lock"}
+    expected = {
+        "meta.json",
+        "state.json",
+        "stdout.log",
+        "stderr.log",
+        "full.log",
+        "stdin.bin",
+        "supervisor.lock",
+    }
     # completion_event.json / notification_events.ndjson appear once notifications are delivered.
     poll_until(lambda: expected <= set(_modes(job_dir)))
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
