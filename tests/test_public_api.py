@@ -12,11 +12,14 @@ from agent_exec import JobStatus, RunnerClosed
 
 
 def _public_names() -> set[str]:
-    """Names a user can reach on the package that are not modules or private."""
+    """Names a user can reach on the package (``dir()`` includes the lazily imported ones)
+    that are not modules or private."""
     return {
         name
-        for name, value in vars(agent_exec).items()
-        if not name.startswith("_") and not inspect.ismodule(value) and name != "annotations"
+        for name in dir(agent_exec)
+        if not name.startswith("_")
+        and not inspect.ismodule(getattr(agent_exec, name))
+        and name != "annotations"
     }
 
 
