@@ -21,11 +21,15 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
+import threading
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module runs before the fork, keep it light
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from ._models import JobState
     from ._spec import LaunchSpec
+    from ._workload import Started
 
 _HEADER = struct.Struct("!Q")
 
@@ -100,15 +104,33 @@ class _SignalRelay:
 
 
 def supervisor_main(sock: socket.socket) -> None:
-    """The supervisor process: warm up, receive a job, supervise it, then auto-GC."""
+    """The supervisor process: receive a job, supervise it, then auto-GC.
+
+    Importing anyio and asyncio costs several interpreter start-ups, so it happens in a
+    thread while this one receives the job and starts the workload at once, streaming
+    its output synchronously (``_workload.drive_until_ready``). A job that finishes before
+    the event loop is even loaded is finished right here; otherwise the async supervisor
+    adopts the running workload.
+    """
     relay = _SignalRelay()
     relay.install()
-    import anyio  # the warm-up: these imports overlap the launcher's work
-    import anyio._backends._asyncio  # anyio.run would import it later
-
-    from . import _supervisor  # noqa: F401 - the warm-up
+    from . import _workload
+    from ._models import JobState, JobStatus
     from ._spec import LaunchSpec
+    from ._store import read_meta, write_state
 
+    ready_r, ready_w = os.pipe()
+
+    def warm_up() -> None:
+        try:
+            import anyio._backends._asyncio  # noqa: F401 - what anyio.run needs
+
+            from . import _supervisor  # noqa: F401
+        finally:
+            os.write(ready_w, b"r")
+
+    sys.setswitchinterval(0.0005)  # hand the GIL back quickly while the import thread runs
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     try:
         header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 1)
         if len(header) < _HEADER.size:
@@ -129,13 +151,79 @@ def supervisor_main(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.recv(1)
     sock.close()
-    anyio.run(_supervise_and_collect, relay, spec, lock_fd)
+
+    started = None
+    if not _matches_output(spec, read_meta):
+        outcome = _workload.start_workload(spec)
+        if not isinstance(outcome, str):  # a spawn failure is reported by the async path
+            started = outcome
+            pid = started.process.pid
+            now = started.started_at
+            write_state(
+                spec.job_dir,
+                JobState(
+                    job_id=spec.job_id, status=JobStatus.RUNNING, updated_at=now, started_at=now, pid=pid
+                ),
+            )
+            relay.started(pid)
+            returncode = _workload.drive_until_ready(started, ready_r)
+            if returncode is not None:
+                state = _finish_now(spec, started, returncode, lock_fd)
+                os.read(ready_r, 1)
+                import anyio
+
+                anyio.run(_after_job, spec, state)
+                return
+    os.read(ready_r, 1)
+    import anyio
+
+    anyio.run(_supervise_and_collect, relay, spec, lock_fd, started)
 
 
-async def _supervise_and_collect(relay: _SignalRelay, spec: LaunchSpec, lock_fd: int | None) -> None:
+def _matches_output(spec: LaunchSpec, read_meta: Callable[..., Any]) -> bool:
+    """Output matching needs the per-line hook from the first line: no head start then."""
+    try:
+        notification = read_meta(spec.job_dir).notification
+    except Exception:
+        return False
+    return notification is not None and notification.on_output_match is not None
+
+
+def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: int | None) -> JobState:
+    """Terminal record of a workload that finished during the head start: logs complete
+    first, then the state, then the lock (exactly the async supervisor's order)."""
+    from ._store import write_state
+    from ._workload import exit_state
+
+    started.writer.close()
+    started.close_pipes()
+    state = exit_state(
+        spec.job_id, started.started_at, started.process.pid, returncode, started.duration_ms()
+    )
+    write_state(spec.job_dir, state)
+    if lock_fd is not None:
+        os.close(lock_fd)
+    return state
+
+
+async def _after_job(spec: LaunchSpec, state: JobState) -> None:
+    """Completion notifications and auto-GC of a job finished during the head start."""
+    from ._notify import Notifier
+
+    await Notifier(spec).completion(state)
+    _collect_garbage(spec)
+
+
+async def _supervise_and_collect(
+    relay: _SignalRelay, spec: LaunchSpec, lock_fd: int | None, started: Started | None
+) -> None:
     from ._supervisor import supervise
 
-    await supervise(spec, lock_fd=lock_fd, task_status=relay)
+    await supervise(spec, lock_fd=lock_fd, started=started, task_status=relay)
+    _collect_garbage(spec)
+
+
+def _collect_garbage(spec: LaunchSpec) -> None:
     if spec.auto_gc is not None:
         with contextlib.suppress(Exception):
             from ._gc import auto_gc

@@ -1,0 +1,266 @@
+"""A job's workload process and its output pipes, without an event loop.
+
+Everything here is synchronous, so the detached supervisor can start a workload and drive
+it (:func:`drive_until_ready`) while anyio is still being imported; the async
+:func:`~agent_exec._supervisor.supervise` then adopts it. Event-loop waits import anyio
+lazily, inside the coroutines that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import selectors
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._logs import LogWriter
+from ._models import JobState, JobStatus
+from ._paths import FULL_LOG, STDERR_LOG, STDOUT_LOG
+from ._process import build_argv, build_env
+from ._spec import LaunchSpec
+from ._timeutil import now_ts
+
+_READ_CHUNK = 1 << 20
+_BATCH_LIMIT = 4 << 20
+_F_SETPIPE_SZ = 1031
+
+
+class OutputPipe:
+    """The read end of one output pipe, drained without blocking."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.read_fd, self.write_fd = os.pipe()
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(self.read_fd, _F_SETPIPE_SZ, _READ_CHUNK)
+        os.set_blocking(self.read_fd, False)
+        self.at_eof = False
+
+    def read_available(self, writer: LogWriter) -> bool:
+        """Move whatever the pipe holds into the logs; False (and ``at_eof``) at end of file."""
+        chunks: list[bytes] = []
+        size = 0
+        while size < _BATCH_LIMIT:
+            try:
+                data = os.read(self.read_fd, _READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.at_eof = True
+                break
+            if not data:
+                self.at_eof = True
+                break
+            chunks.append(data)
+            size += len(data)
+        if chunks:
+            writer.write(self.stream, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        return not self.at_eof
+
+    async def pump(self, writer: LogWriter) -> None:
+        """Stream the pipe into the logs until end of file (event-loop driver)."""
+        import anyio
+
+        while not self.at_eof:
+            await anyio.wait_readable(self.read_fd)
+            self.read_available(writer)
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.read_fd = self.write_fd = -1
+
+    def close_write_end(self) -> None:
+        os.close(self.write_fd)
+        self.write_fd = -1
+
+
+class Workload:
+    """The workload process, waited for through a pidfd so that no watcher thread is
+    needed per job (asyncio's default child watcher starts one thread per process)."""
+
+    def __init__(
+        self, argv: list[str], *, stdin: int, stdout: int, stderr: int, cwd: str | None, env: dict[str, str]
+    ) -> None:
+        self._popen = subprocess.Popen(
+            argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, start_new_session=True
+        )
+        self.pid = self._popen.pid
+        self.returncode: int | None = None
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self.pidfd = -1
+
+    def reap(self) -> bool:
+        """Collect the exit status if the process has exited (never blocks)."""
+        if self.returncode is not None:
+            return True
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return False
+        self.returncode = self._popen.returncode = os.waitstatus_to_exitcode(status)
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        return True
+
+    async def wait(self) -> int:
+        """Wait for the exit and reap; returns the exit code, or ``-signal``."""
+        import anyio
+
+        while not self.reap():
+            if self.pidfd >= 0:
+                await anyio.wait_readable(self.pidfd)
+            else:
+                await anyio.sleep(0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+
+@dataclass
+class Started:
+    """A spawned workload with its pipes and log writer, ready to be supervised."""
+
+    process: Workload
+    pipes: list[OutputPipe]
+    writer: LogWriter
+    started_at: str
+    clock: float
+
+    def duration_ms(self) -> int:
+        return int((time.monotonic() - self.clock) * 1000)
+
+    def close_pipes(self) -> None:
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def failed_state(spec: LaunchSpec, started_at: str, reason: str) -> JobState:
+    now = now_ts()
+    return JobState(
+        job_id=spec.job_id,
+        status=JobStatus.FAILED,
+        updated_at=now,
+        started_at=started_at,
+        finished_at=now,
+        reason=reason,
+    )
+
+
+def describe_spawn_error(exc: OSError, spec: LaunchSpec) -> str:
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        return f"spawn_failed: working directory does not exist: {spec.cwd}"
+    return f"spawn_failed: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+
+
+def start_workload(spec: LaunchSpec) -> Started | str:
+    """Open the logs and spawn the workload (blocking work, run in a worker thread).
+
+    Returns the running workload with its pipes, or the ``reason`` it could not start.
+    """
+    job_dir = spec.job_dir
+    try:
+        writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, spec.full_log or job_dir / FULL_LOG)
+    except OSError as exc:
+        return f"spawn_failed: cannot open the logs: {exc.strerror or exc}"
+    pipes = [OutputPipe("stdout"), OutputPipe("stderr")]
+    stdin_fd: int | None = None
+    try:
+        env = build_env(
+            inherit=spec.inherit_env, env_files=spec.env_files, env_pairs=spec.env_pairs, base=spec.base_env
+        )
+        if "PATH" not in env:
+            env["PATH"] = os.defpath
+        if spec.stdin_file is not None:
+            stdin_path = Path(spec.stdin_file)
+            if not stdin_path.is_absolute():
+                stdin_path = job_dir / stdin_path
+            stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
+        started_at = now_ts()
+        started_clock = time.monotonic()
+        process = Workload(
+            build_argv(spec.wrapper, spec.command),
+            stdin=stdin_fd if stdin_fd is not None else subprocess.DEVNULL,
+            stdout=pipes[0].write_fd,
+            stderr=pipes[1].write_fd,
+            cwd=spec.cwd,
+            env=env,
+        )
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        writer.close()
+        for pipe in pipes:
+            pipe.close()
+        if isinstance(exc, OSError):
+            return describe_spawn_error(exc, spec)
+        return f"spawn_failed: {exc}"
+    finally:
+        if stdin_fd is not None:
+            os.close(stdin_fd)
+    for pipe in pipes:
+        pipe.close_write_end()
+    return Started(process, pipes, writer, started_at, started_clock)
+
+
+def exit_state(
+    job_id: str,
+    started_at: str,
+    pid: int | None,
+    returncode: int,
+    duration_ms: int,
+    *,
+    timed_out: bool = False,
+) -> JobState:
+    """The terminal record of a workload that exited (``exited``) or died of a signal (``killed``)."""
+    now = now_ts()
+    state = JobState(
+        job_id=job_id,
+        status=JobStatus.EXITED,
+        updated_at=now,
+        started_at=started_at,
+        exit_code=returncode,
+        duration_ms=duration_ms,
+        pid=pid,
+        finished_at=now,
+    )
+    if returncode < 0:
+        state.status = JobStatus.KILLED
+        state.exit_code = None
+        state.signal = str(-returncode)
+    if timed_out:
+        state.reason = "timeout"
+    return state
+
+
+def drive_until_ready(started: Started, ready_fd: int) -> int | None:
+    """Stream output and watch for the exit synchronously until ``ready_fd`` becomes
+    readable (the event loop is available) or the workload has finished.
+
+    Returns the exit code once the workload exited and every pipe reached end of file;
+    ``None`` if the event loop is ready first (the caller then adopts the workload, and its
+    bounded drain deals with descendants that keep the pipes open).
+    """
+    process = started.process
+    with selectors.DefaultSelector() as selector:
+        for pipe in started.pipes:
+            selector.register(pipe.read_fd, selectors.EVENT_READ, pipe)
+        if process.pidfd >= 0:
+            selector.register(process.pidfd, selectors.EVENT_READ, "exit")
+        selector.register(ready_fd, selectors.EVENT_READ, "ready")
+        while True:
+            if process.reap() and all(pipe.at_eof for pipe in started.pipes):
+                return process.returncode
+            for key, _ in selector.select(None if process.pidfd >= 0 else 0.01):
+                if key.data == "ready":
+                    return None
+                if key.data == "exit":
+                    selector.unregister(key.fd)
+                    process.reap()
+                elif isinstance(key.data, OutputPipe) and not key.data.read_available(started.writer):
+                    selector.unregister(key.fd)
