@@ -25,7 +25,7 @@ class CliResult:
     @property
     def doc(self) -> dict[str, Any]:
         """The single JSON document on stdout (fails the test if there is not exactly one)."""
-        lines = self.stdout.splitlines()
+        lines = self.stdout.rstrip("\n").split("\n")  # not splitlines(): U+2028 may be in a string
         assert len(lines) == 1, f"expected one JSON line, got {self.stdout!r} (stderr {self.stderr!r})"
         return orjson.loads(lines[0])  # type: ignore[no-any-return]
 

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ from ._paths import FILE_MODE, LOCK_FILE, META_FILE, STATE_FILE
 from ._timeutil import now_ts
 
 SUPERVISOR_LOST = "supervisor_lost"
+#: Larger ``meta.json``/``state.json`` files are refused as corrupt (ours are a few KiB).
+MAX_STATE_FILE = 16 << 20
 
 _FSYNC = os.environ.get("AGENT_EXEC_FSYNC", "") not in ("", "0")
 
@@ -74,12 +77,27 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Parse a JSON file; raise :class:`StateCorrupt` naming the file if that fails."""
+    """Parse a JSON file; raise :class:`StateCorrupt` naming the file if that fails.
+
+    Only a regular file of sane size is read: a FIFO, device or symlink planted in place of
+    a state file must give an error, not a hang or an endless read.
+    """
     try:
-        with open(path, "rb") as file:
-            raw = file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise StateCorrupt(f"failed to read {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StateCorrupt(f"failed to read {path}: not a regular file")
+        if info.st_size > MAX_STATE_FILE:
+            raise StateCorrupt(f"failed to read {path}: larger than {MAX_STATE_FILE} bytes")
+        with open(fd, "rb", closefd=False) as file:
+            raw = file.read(MAX_STATE_FILE + 1)
+    except OSError as exc:
+        raise StateCorrupt(f"failed to read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -278,13 +278,6 @@ def test_symlinked_job_directories_are_never_followed(cli: Cli, root: Path, fini
     assert (outside / "meta.json").exists() and (outside / "stdout.log").read_bytes() == b"decoy\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in _store.read_json: opens state.json/meta.json with a plain blocking open() that "
-    "follows symlinks, so a FIFO blocks status/list/wait/kill forever (and a symlink to /dev/zero "
-    "would read without end); fix: os.open(O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC), fstat and "
-    "raise StateCorrupt('... is not a regular file') unless S_ISREG, cap the read size",
-)
 def test_a_fifo_in_place_of_state_json_is_an_error_not_a_hang(
     cli: Cli, root: Path, finished_job: str
 ) -> None:
