@@ -30,7 +30,6 @@ from ._jobs import (
     create_job,
     launch_spec,
     list_data,
-    read_tail,
     running_state,
     tail_data,
     wait_for,
@@ -44,9 +43,6 @@ from ._supervisor import supervise
 from ._timeutil import now_ts
 
 __all__ = ["Job", "JobResult", "JobRunner", "JobSummary"]
-
-_ = read_tail
-
 
 @dataclass(frozen=True)
 class JobResult:

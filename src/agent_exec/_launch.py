@@ -22,6 +22,7 @@ import socket
 import struct
 import sys
 import threading
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module runs before the fork, keep it light
 if TYPE_CHECKING:
     from collections.abc import Callable

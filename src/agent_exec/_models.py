@@ -141,9 +141,27 @@ class JobMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     _KNOWN = frozenset(
-        "job schema_version command created_at root env_keys env_vars env_vars_runtime mask cwd "
-        "notification tags inherit_env env_files timeout_ms kill_after_ms progress_every_ms "
-        "shell_wrapper stdin_file".split()
+        [
+            "job",
+            "schema_version",
+            "command",
+            "created_at",
+            "root",
+            "env_keys",
+            "env_vars",
+            "env_vars_runtime",
+            "mask",
+            "cwd",
+            "notification",
+            "tags",
+            "inherit_env",
+            "env_files",
+            "timeout_ms",
+            "kill_after_ms",
+            "progress_every_ms",
+            "shell_wrapper",
+            "stdin_file",
+        ]
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -267,7 +285,7 @@ class JobState:
         if not isinstance(job, dict) or not isinstance(job.get("id"), str):
             raise StateCorrupt("state.json: missing job.id")
         try:
-            status = JobStatus(job.get("status"))
+            status = JobStatus(str(job.get("status")))
         except ValueError:
             raise StateCorrupt(f"state.json: invalid status {job.get('status')!r}") from None
         if not isinstance(result, dict) or not isinstance(data.get("updated_at"), str):

@@ -95,12 +95,13 @@ def resolve_job(root: Path, given: str) -> tuple[str, Path]:
     exact = root / given
     if _is_real_dir(exact):
         return given, exact
-    matches: list[str] = []
     try:
         with os.scandir(root) as entries:
-            for entry in entries:
-                if entry.name.startswith(given) and entry.is_dir(follow_symlinks=False):
-                    matches.append(entry.name)
+            matches = [
+                entry.name
+                for entry in entries
+                if entry.name.startswith(given) and entry.is_dir(follow_symlinks=False)
+            ]
     except OSError:
         matches = []
     if not matches:
