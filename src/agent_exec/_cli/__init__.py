@@ -44,6 +44,16 @@ def execute(invocation: Invocation) -> int:
     return 0
 
 
+def _help_pseudo_command(args: list[str]) -> list[str]:
+    """``agent-exec help [SUBCOMMAND...]`` means ``agent-exec [SUBCOMMAND...] --help``."""
+    index = 0
+    while index < len(args) and args[index].startswith("-"):
+        index += 2 if args[index] == "--root" else 1
+    if index < len(args) and args[index] == "help":
+        return [*args[:index], *args[index + 1 :], "--help"]
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point of ``agent-exec``."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -58,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
 
         prefork()
     from ._grammar import Decline, hoist_globals, parse
+
+    args = _help_pseudo_command(args)
 
     try:
         invocation = parse(args)
