@@ -372,12 +372,13 @@ def parse(argv: list[str]) -> Invocation:
             index += 1
         elif opt.kind == OPTBOOL:
             if has_value:
-                if inline not in ("true", "false"):
+                if inline.lower() not in ("true", "false"):
                     raise Decline
-                params[opt.dest] = inline == "true"
+                params[opt.dest] = inline.lower() == "true"
                 index += 1
-            elif index + 1 < len(argv) and argv[index + 1] in ("true", "false"):
-                params[opt.dest] = argv[index + 1] == "true"
+            elif index + 1 < len(argv) and argv[index + 1].lower() in ("true", "false"):
+                # Any case (upstream rejected `TRUE`, an incidental quirk).
+                params[opt.dest] = argv[index + 1].lower() == "true"
                 index += 2
             else:
                 params[opt.dest] = True
@@ -457,8 +458,8 @@ def hoist_globals(argv: list[str]) -> list[str]:
             continue
         opt = command.by_flag.get(token.partition("=")[0])
         if opt is not None and opt.kind == OPTBOOL and "=" not in token:
-            if index + 1 < len(argv) and argv[index + 1] in ("true", "false"):
-                body.append(f"{token}={argv[index + 1]}")
+            if index + 1 < len(argv) and argv[index + 1].lower() in ("true", "false"):
+                body.append(f"{token}={argv[index + 1].lower()}")
                 index += 2
             else:
                 body.append(f"{token}=true")
