@@ -17,7 +17,7 @@ What it measures, all in one process so that runner and floor share the machine 
 2. Launch latency (closed loop, ``--latency-jobs`` jobs): K submitters, each starting its
    next job when the previous one finished, so no job waits for a slot and the latency is the
    launch path alone. For the runner it is the time from the ``runner.run()`` call until the
-   workload was exec'd (the benchmark wraps ``_supervisor.Workload`` to take a
+   workload was exec'd (the benchmark wraps ``_workload.Workload`` to take a
    ``perf_counter`` right after ``Popen`` returned, i.e. after the exec succeeded; jobs are
    matched by an env variable); ``run()``'s own return latency is shown beside it. For the
    floor it is the ``open_process()`` call until it returned (also after the exec).
@@ -52,7 +52,7 @@ import anyio
 import anyio.abc
 
 from agent_exec import JobRunner, JobStatus
-from agent_exec import _supervisor as supervisor_module
+from agent_exec import _workload as supervisor_module
 from agent_exec._process import DEFAULT_WRAPPER, build_argv
 
 SEQ_ENV = "AGENT_EXEC_BENCH_SEQ"

@@ -359,8 +359,10 @@ async def test_raising_inside_the_block_kills_running_jobs(root: Path) -> None:
                 await until_running(job)
             raise ValueError("boom")
     # anyio's task group wraps the block's exception in an ExceptionGroup.
-    assert caught.group_contains(ValueError) if isinstance(caught.value, BaseExceptionGroup) else (
-        isinstance(caught.value, ValueError)
+    assert (
+        caught.group_contains(ValueError)
+        if isinstance(caught.value, BaseExceptionGroup)
+        else (isinstance(caught.value, ValueError))
     )
     for job in jobs:
         result = await job.status()
@@ -530,4 +532,3 @@ async def test_kill_with_an_unknown_signal_number_raises_invalid_signal(root: Pa
                 await job.kill(999)
         finally:
             await job.kill("KILL")
-

@@ -318,7 +318,15 @@ def test_list_state_and_tag_filters_and_ps(cli: Cli) -> None:
 def test_create_then_start(cli: Cli, root: Path) -> None:
     created = ok(cli("create", "--tag", "later", "--env", "A=1", "--", "echo $A"), "create")
     assert created["state"] == "created"
-    assert list(created) == ["schema_version", "ok", "type", "job_id", "state", "stdout_log_path", "stderr_log_path"]
+    assert list(created) == [
+        "schema_version",
+        "ok",
+        "type",
+        "job_id",
+        "state",
+        "stdout_log_path",
+        "stderr_log_path",
+    ]
     meta = orjson.loads((root / created["job_id"] / "meta.json").read_bytes())
     assert meta["env_vars_runtime"] == ["A=1"]
     listed = ok(cli("list", "--state", "created"), "list")["jobs"]
@@ -332,7 +340,9 @@ def test_create_then_start(cli: Cli, root: Path) -> None:
 def test_concurrent_starts_launch_once(cli: Cli) -> None:
     created = ok(cli("create", "--", "echo once"), "create")
     results: list[CliResult] = []
-    threads = [threading.Thread(target=lambda: results.append(cli("start", created["job_id"]))) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(cli("start", created["job_id"]))) for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -385,6 +395,7 @@ def test_stdin_sources(cli: Cli, tmp_path: Path, root: Path) -> None:
 
 def test_stdin_limit(cli: Cli, root: Path) -> None:
     assert ok(cli("run", "--stdin", "1234", "--stdin-max-bytes", "4", "--", "cat"), "run")["stdout"] == "1234"
+
     def job_dirs() -> set[str]:
         return {name for name in os.listdir(root) if (root / name).is_dir()}
 
@@ -422,7 +433,9 @@ def test_progress_every_refreshes_updated_at(cli: Cli, root: Path) -> None:
 
 def test_tag_set_replaces_and_clears(cli: Cli) -> None:
     run = ok(cli("run", "--tag", "a", "--", "true"), "run")
-    assert ok(cli("tag", "set", run["job_id"], "--tag", "b", "--tag", "b", "--tag", "c"), "tag_set")["tags"] == [
+    assert ok(cli("tag", "set", run["job_id"], "--tag", "b", "--tag", "b", "--tag", "c"), "tag_set")[
+        "tags"
+    ] == [
         "b",
         "c",
     ]

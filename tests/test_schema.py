@@ -120,8 +120,20 @@ def test_every_response_type_validates(
     assert ambiguous["error"]["details"]["candidates"] == ["abc1", "abc2"]
 
     expected = {
-        "run", "start", "create", "status", "tail", "wait", "kill", "list", "gc", "delete", "tag_set",
-        "notify.set", "install_skills", "error",
+        "run",
+        "start",
+        "create",
+        "status",
+        "tail",
+        "wait",
+        "kill",
+        "list",
+        "gc",
+        "delete",
+        "tag_set",
+        "notify.set",
+        "install_skills",
+        "error",
     }
     assert expected <= set(seen), expected - set(seen)
 

@@ -396,8 +396,13 @@ def test_kill_created_job_is_invalid_state(server: Server, cli: Any) -> None:
 
 def test_token_guards_mutating_endpoints(start_server: Callable[..., Server]) -> None:
     server = start_server(token=TOKEN)
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"bearer {TOKEN}"},
-                    {"Authorization": f"Bearer  {TOKEN}"}, {"Authorization": TOKEN}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"bearer {TOKEN}"},
+        {"Authorization": f"Bearer  {TOKEN}"},
+        {"Authorization": TOKEN},
+    ):
         doc = _error(server.post("/exec", json={"command": ["true"]}, headers=headers), 401, "unauthorized")
         assert doc["error"]["message"] == "missing or invalid Bearer token"
         _error(server.post("/kill/abc", headers=headers), 401, "unauthorized")

@@ -44,6 +44,7 @@ from ._timeutil import now_ts
 
 __all__ = ["Job", "JobResult", "JobRunner", "JobSummary"]
 
+
 @dataclass(frozen=True)
 class JobResult:
     """A snapshot of a job's lifecycle record (terminal once :meth:`Job.wait` returns)."""
@@ -320,19 +321,28 @@ class JobRunner:
             wrapper=list(shell_wrapper) if shell_wrapper else list(DEFAULT_WRAPPER),
         )
         use_detached = self.detached if detached is None else detached
+        # The slot is decided now, synchronously, so that jobs start in call order.
+        ticket = self._slots.take_or_queue() if self._slots is not None and not use_detached else None
 
         def prepare() -> tuple[str, Path, LaunchSpec, int]:
-            job_id, job_dir, meta = create_job(self.root, definition, stdin=stdin)
+            job_id, job_dir, meta = create_job(
+                self.root, definition, stdin=stdin, precreate_logs=use_detached
+            )
             spec = launch_spec(job_dir, meta, env_pairs=env_pairs, cwd=definition.cwd)
             lock_fd = open_lock(job_dir)
             try_lock_exclusive(lock_fd)
-            if not use_detached:
+            if ticket is not None:  # queued: visible as `created` until its turn comes
                 write_state(job_dir, JobState(job_id=job_id, status=JobStatus.CREATED, updated_at=now_ts()))
             return job_id, job_dir, spec, lock_fd
 
         # File work off the event loop; shielded so a job is never left half-made.
-        with anyio.CancelScope(shield=True):
-            job_id, job_dir, spec, lock_fd = await anyio.to_thread.run_sync(prepare)
+        try:
+            with anyio.CancelScope(shield=True):
+                job_id, job_dir, spec, lock_fd = await anyio.to_thread.run_sync(prepare)
+        except BaseException:
+            if self._slots is not None and not use_detached:
+                self._slots.release() if ticket is None else self._slots.abandon(ticket)
+            raise
         if use_detached:
             try:
                 with anyio.CancelScope(shield=True):
@@ -341,14 +351,24 @@ class JobRunner:
                 os.close(lock_fd)
             return Job(job_id, job_dir)
         job = Job(job_id, job_dir, done=anyio.Event())
-        ticket = self._slots.take_or_queue() if self._slots is not None else None
         self._queued += 1
-        self._task_group.start_soon(
-            self._supervise, spec, lock_fd, job, ticket, name=f"agent-exec job {job_id}"
-        )
+        name = f"agent-exec job {job_id}"
+        if ticket is None:
+            # A free slot: return once the job is running (its state says so, with its pid).
+            await self._task_group.start(self._supervise, spec, lock_fd, job, None, name=name)
+        else:
+            self._task_group.start_soon(self._supervise, spec, lock_fd, job, ticket, name=name)
         return job
 
-    async def _supervise(self, spec: LaunchSpec, lock_fd: int, job: Job, ticket: anyio.Event | None) -> None:
+    async def _supervise(
+        self,
+        spec: LaunchSpec,
+        lock_fd: int,
+        job: Job,
+        ticket: anyio.Event | None,
+        *,
+        task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         assert job._done is not None
         started = False
         try:
@@ -363,7 +383,7 @@ class JobRunner:
             self._running += 1
             started = True
             try:
-                job._final = await supervise(spec, lock_fd=lock_fd)
+                job._final = await supervise(spec, lock_fd=lock_fd, task_status=task_status)
             finally:
                 if self._slots is not None:
                     self._slots.release()

@@ -99,9 +99,7 @@ class StdinRequired(AgentExecError):
     code = "stdin_required"
 
     def __init__(self) -> None:
-        super().__init__(
-            "stdin_required: --stdin - requires non-interactive stdin (pipe/heredoc/redirect)"
-        )
+        super().__init__("stdin_required: --stdin - requires non-interactive stdin (pipe/heredoc/redirect)")
 
 
 class StdinTooLarge(AgentExecError):
@@ -134,9 +132,7 @@ class InvalidSignal(AgentExecError):
     code = "invalid_signal"
 
     def __init__(self, given: str) -> None:
-        super().__init__(
-            f"invalid signal: {given!r}; expected a name such as TERM, SIGHUP, kill or a number"
-        )
+        super().__init__(f"invalid signal: {given!r}; expected a name such as TERM, SIGHUP, kill or a number")
 
 
 class InvalidDuration(AgentExecError):

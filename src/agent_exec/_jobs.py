@@ -32,6 +32,7 @@ from ._paths import (
     resolve_job,
 )
 from ._process import DEFAULT_WRAPPER, resolve_signal, signal_group, split_env_pair
+from ._spec import LaunchSpec
 from ._store import (
     read_meta,
     read_state,
@@ -40,7 +41,6 @@ from ._store import (
     write_meta,
     write_state,
 )
-from ._spec import LaunchSpec
 from ._timeutil import now_ts
 
 DEFAULT_MAX_BYTES = 65536
@@ -157,6 +157,7 @@ def create_job(
     stdin_max_bytes: int = DEFAULT_STDIN_MAX_BYTES,
     persist_runtime_env: bool = False,
     mask_env: bool = True,
+    precreate_logs: bool = True,
 ) -> tuple[str, Path, JobMeta]:
     """Create the job directory with ``meta.json``, ``stdin.bin`` and empty logs.
 
@@ -197,7 +198,9 @@ def create_job(
             _materialise_stdin(job_dir, stdin, stdin_max_bytes)
             meta.stdin_file = STDIN_FILE
         write_meta(job_dir, meta)
-        for name in (STDOUT_LOG, STDERR_LOG, FULL_LOG):
+        # The CLI pre-creates the logs (readers may look before the supervisor starts);
+        # an in-process runner's supervisor creates them an instant later.
+        for name in (STDOUT_LOG, STDERR_LOG, FULL_LOG) if precreate_logs else ():
             os.close(os.open(job_dir / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
     except BaseException:
         import shutil
@@ -270,9 +273,7 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, 
         state = read_state_raw(job_dir)
         if lock_fd is None or state.status is not JobStatus.CREATED:
             shown = state.status.value if lock_fd is not None else "running"
-            raise InvalidState(
-                f"job {given} is in '{shown}' state; only 'created' jobs can be started"
-            )
+            raise InvalidState(f"job {given} is in '{shown}' state; only 'created' jobs can be started")
         spec = launch_spec(job_dir, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
         spec.auto_gc = auto_gc
         launch_detached_locked(spec, lock_fd)
@@ -431,7 +432,9 @@ def status_data(root: Path, given: str) -> dict[str, Any]:
     return data
 
 
-def tail_data(root: Path, given: str, *, tail_lines: int = 50, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+def tail_data(
+    root: Path, given: str, *, tail_lines: int = 50, max_bytes: int = DEFAULT_MAX_BYTES
+) -> dict[str, Any]:
     job_id, job_dir = resolve_job(root, given)
     stdout, stdout_range, stdout_total = read_tail(job_dir / STDOUT_LOG, tail_lines, max_bytes)
     stderr, stderr_range, stderr_total = read_tail(job_dir / STDERR_LOG, tail_lines, max_bytes)
@@ -591,7 +594,6 @@ def list_data(
     if truncated:
         jobs = jobs[:limit]
     return {"root": str(root), "jobs": jobs, "truncated": truncated, "skipped": skipped}
-
 
 
 # -- metadata updates -----------------------------------------------------------------

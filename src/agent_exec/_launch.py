@@ -116,9 +116,8 @@ def supervisor_main(sock: socket.socket) -> None:
     relay = _SignalRelay()
     relay.install()
     from . import _workload
-    from ._models import JobState, JobStatus
     from ._spec import LaunchSpec
-    from ._store import read_meta, write_state
+    from ._store import read_meta
 
     ready_r, ready_w = os.pipe()
 
@@ -159,13 +158,6 @@ def supervisor_main(sock: socket.socket) -> None:
         if not isinstance(outcome, str):  # a spawn failure is reported by the async path
             started = outcome
             pid = started.process.pid
-            now = started.started_at
-            write_state(
-                spec.job_dir,
-                JobState(
-                    job_id=spec.job_id, status=JobStatus.RUNNING, updated_at=now, started_at=now, pid=pid
-                ),
-            )
             relay.started(pid)
             returncode = _workload.drive_until_ready(started, ready_r)
             if returncode is not None:

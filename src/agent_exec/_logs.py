@@ -60,12 +60,15 @@ class LogWriter:
     """Writes a job's output: raw bytes to ``stdout.log``/``stderr.log``, timestamped lines
     to the combined log, in arrival order.
 
+    The files are appended to, never truncated: a job is launched once (its lock sees to
+    that), its logs were created empty, and truncating makes ext4 flush them on close.
+
     Writes go straight to ``O_APPEND`` descriptors of local files: a page-cache write costs
     microseconds, far less than handing each chunk to a worker thread would.
     """
 
     def __init__(self, stdout_path: Path, stderr_path: Path, full_path: Path) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC  # no O_TRUNC: see below
         full_path.parent.mkdir(parents=True, exist_ok=True)
         self._fds = {
             "stdout": os.open(stdout_path, flags, 0o600),

@@ -156,9 +156,7 @@ def build_config(params: dict[str, Any], globals_: dict[str, Any]) -> ServeConfi
     origin = params.get("allow_origin")
     if origin is not None:
         if origin.strip() == "*":
-            raise ServeError(
-                "invalid_config", "--allow-origin '*' is not allowed; name exactly one origin"
-            )
+            raise ServeError("invalid_config", "--allow-origin '*' is not allowed; name exactly one origin")
         if not _valid_header_value(origin):
             raise ServeError(
                 "internal_error", f"invalid --allow-origin value {origin!r}: not a valid header value"

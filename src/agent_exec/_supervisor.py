@@ -138,8 +138,7 @@ async def supervise(
     sup = _Supervision(spec, lock_fd, started.started_at)
     try:
         sup.pid = started.process.pid
-        if not adopted:
-            write_state(spec.job_dir, sup.running_state())
+        if not adopted:  # start_workload recorded it running already
             task_status.started(started.process.pid)
         notifier.attach(started.writer)
         state = await _supervise_running(sup, started, notifier)

@@ -22,6 +22,7 @@ from ._models import JobState, JobStatus
 from ._paths import FULL_LOG, STDERR_LOG, STDOUT_LOG
 from ._process import build_argv, build_env
 from ._spec import LaunchSpec
+from ._store import write_state
 from ._timeutil import now_ts
 
 _READ_CHUNK = 1 << 20
@@ -161,7 +162,8 @@ def describe_spawn_error(exc: OSError, spec: LaunchSpec) -> str:
 
 
 def start_workload(spec: LaunchSpec) -> Started | str:
-    """Open the logs and spawn the workload (blocking work, run in a worker thread).
+    """Open the logs, spawn the workload and record it ``running`` with its pid (blocking
+    work, run in a worker thread or before the event loop exists).
 
     Returns the running workload with its pipes, or the ``reason`` it could not start.
     """
@@ -205,6 +207,17 @@ def start_workload(spec: LaunchSpec) -> Started | str:
             os.close(stdin_fd)
     for pipe in pipes:
         pipe.close_write_end()
+    with contextlib.suppress(OSError):  # informational; the terminal record is what counts
+        write_state(
+            job_dir,
+            JobState(
+                job_id=spec.job_id,
+                status=JobStatus.RUNNING,
+                updated_at=started_at,
+                started_at=started_at,
+                pid=process.pid,
+            ),
+        )
     return Started(process, pipes, writer, started_at, started_clock)
 
 

@@ -104,7 +104,9 @@ def _make_callback(command: grammar.Command) -> Any:
                 "job_id",
                 inspect.Parameter.KEYWORD_ONLY,
                 default=... if required else None,
-                annotation=Annotated[str | None, typer.Argument(metavar="JOB_ID", help="Job id or unique prefix.")],
+                annotation=Annotated[
+                    str | None, typer.Argument(metavar="JOB_ID", help="Job id or unique prefix.")
+                ],
             )
         )
     if command.rest:
@@ -113,7 +115,9 @@ def _make_callback(command: grammar.Command) -> Any:
                 "command",
                 inspect.Parameter.KEYWORD_ONLY,
                 default=...,
-                annotation=Annotated[list[str], typer.Argument(metavar="COMMAND...", help="The command to run.")],
+                annotation=Annotated[
+                    list[str], typer.Argument(metavar="COMMAND...", help="The command to run.")
+                ],
             )
         )
     if command.positional_choice is not None:
@@ -150,7 +154,10 @@ def build_app() -> typer.Typer:
         yaml: Annotated[bool, typer.Option("--yaml", help=grammar.GLOBAL_OPTIONS[1].help)] = False,
         verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More diagnostics.")] = 0,
         _version: Annotated[
-            bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version.")
+            bool,
+            typer.Option(
+                "--version", "-V", callback=_print_version, is_eager=True, help="Print the version."
+            ),
         ] = False,
     ) -> None:
         ctx.obj = {"root": root, "yaml": yaml, "verbose": verbose}

@@ -147,7 +147,9 @@ def cmd_create(p: Params, g: Params) -> Result:
     from .._jobs import create_job, write_created_state
     from .._paths import STDERR_LOG, STDOUT_LOG
 
-    wrapper = resolve_wrapper(p["shell_wrapper"], load_config(p["config"]) if p["shell_wrapper"] is None else _no_config())
+    wrapper = resolve_wrapper(
+        p["shell_wrapper"], load_config(p["config"]) if p["shell_wrapper"] is None else _no_config()
+    )
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
@@ -263,7 +265,11 @@ def cmd_gc(p: Params, g: Params) -> Result:
     from .._gc import gc_command
 
     return "gc", gc_command(
-        _root(g), older_than=p["older_than"], max_jobs=p["max_jobs"], max_bytes=p["max_bytes"], dry_run=p["dry_run"]
+        _root(g),
+        older_than=p["older_than"],
+        max_jobs=p["max_jobs"],
+        max_bytes=p["max_bytes"],
+        dry_run=p["dry_run"],
     )
 
 

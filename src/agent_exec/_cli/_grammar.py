@@ -55,7 +55,17 @@ class Opt:
 class Command:
     """One subcommand: its options, positional arguments and option conflicts."""
 
-    __slots__ = ("aliases", "by_flag", "conflicts", "help", "job_id", "name", "options", "positional_choice", "rest")
+    __slots__ = (
+        "aliases",
+        "by_flag",
+        "conflicts",
+        "help",
+        "job_id",
+        "name",
+        "options",
+        "positional_choice",
+        "rest",
+    )
 
     def __init__(
         self,
@@ -97,7 +107,13 @@ _OBSERVE = (
 _OUTPUT_MATCH = (
     Opt("--output-pattern", "output_pattern", STR, "Emit job.output.matched for lines matching this."),
     Opt("--output-match-type", "output_match_type", STR, "contains or regex.", choices=("contains", "regex")),
-    Opt("--output-stream", "output_stream", STR, "Which stream to match.", choices=("stdout", "stderr", "either")),
+    Opt(
+        "--output-stream",
+        "output_stream",
+        STR,
+        "Which stream to match.",
+        choices=("stdout", "stderr", "either"),
+    ),
     Opt("--output-command", "output_command", STR, "Shell command run for each matching line."),
     Opt("--output-file", "output_file", STR, "NDJSON file receiving each match event."),
 )
@@ -136,20 +152,37 @@ COMMANDS: dict[str, Command] = {
         Command(
             "run",
             "Launch a job now and return its first output.",
-            (*_AUTO_GC, *_DEFINITION, Opt("--log", "log", STR, "Alternative path of the combined log."), *_OBSERVE),
+            (
+                *_AUTO_GC,
+                *_DEFINITION,
+                Opt("--log", "log", STR, "Alternative path of the combined log."),
+                *_OBSERVE,
+            ),
             rest=True,
             conflicts=(*_DEFINITION_CONFLICTS, ("until", "forever")),
         ),
-        Command("create", "Persist a job definition without starting it.", _DEFINITION, rest=True,
-                conflicts=_DEFINITION_CONFLICTS),
-        Command("start", "Launch a created job.", (*_AUTO_GC, *_OBSERVE), job_id="required",
-                conflicts=(("until", "forever"),)),
+        Command(
+            "create",
+            "Persist a job definition without starting it.",
+            _DEFINITION,
+            rest=True,
+            conflicts=_DEFINITION_CONFLICTS,
+        ),
+        Command(
+            "start",
+            "Launch a created job.",
+            (*_AUTO_GC, *_OBSERVE),
+            job_id="required",
+            conflicts=(("until", "forever"),),
+        ),
         Command("status", "Show a job's state.", job_id="required"),
         Command(
             "tail",
             "Show the last lines of a job's logs.",
             (
-                Opt("--tail-lines", "tail_lines", INT, "Trailing lines per stream (0 = no limit).", default=50),
+                Opt(
+                    "--tail-lines", "tail_lines", INT, "Trailing lines per stream (0 = no limit).", default=50
+                ),
                 Opt("--max-bytes", "max_bytes", INT, "Only the last N bytes of each log.", default=65536),
             ),
             job_id="required",
@@ -170,7 +203,13 @@ COMMANDS: dict[str, Command] = {
             "kill",
             "Send a signal to a running job's process group.",
             (
-                Opt("--signal", "signal", STR, "Signal name or number (TERM, INT, KILL, HUP, 9...).", default="TERM"),
+                Opt(
+                    "--signal",
+                    "signal",
+                    STR,
+                    "Signal name or number (TERM, INT, KILL, HUP, 9...).",
+                    default="TERM",
+                ),
                 Opt("--no-wait", "no_wait", FLAG, "Do not wait to observe the outcome."),
             ),
             job_id="required",
@@ -412,7 +451,9 @@ def parse(argv: list[str]) -> Invocation:
         params["job_id"] = positionals[0] if positionals else None
         if command.job_id == "required" and not positionals:
             raise Decline
-        if command.name == "delete" and (positionals and params["all"] or not positionals and not params["all"]):
+        if command.name == "delete" and (
+            (positionals and params["all"]) or (not positionals and not params["all"])
+        ):
             raise Decline
     elif positionals:
         raise Decline
