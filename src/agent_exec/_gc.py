@@ -70,7 +70,7 @@ import orjson
 from ._errors import AgentExecError, InvalidState, StateCorrupt
 from ._models import JobMeta, JobState, JobStatus
 from ._paths import FILE_MODE, GC_LOCK_FILE, LOCK_FILE, META_FILE, STATE_FILE, resolve_job
-from ._store import pid_alive, read_state
+from ._store import lock_held_elsewhere, pid_alive, read_state
 from ._timeutil import format_ts, parse_duration
 
 __all__ = [
@@ -297,12 +297,9 @@ def _lock_held(job_fd: int) -> bool | None:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        return lock_held_elsewhere(fd)
     finally:
         os.close(fd)
-    return False
 
 
 def _scan_one(root: Path, root_fd: int, name: str, cutoff: str) -> ScanRecord | None:

@@ -9,7 +9,6 @@ installs are idempotent apart from ``installed_at``. Other tools' entries are ke
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 
 from ._errors import AgentExecError
+from ._store import atomic_write_bytes
 from ._timeutil import now_ts
 
 SKILL_NAME = "agent-exec"
@@ -45,17 +45,9 @@ def _home() -> Path:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically (temp file + rename), with ordinary umask-governed permissions."""
-    tmp = path.parent / f".tmp-{path.name}.{os.urandom(6).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        with open(fd, "wb", closefd=True) as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` atomically, with ordinary umask-governed permissions (these are
+    documentation files, not job data)."""
+    atomic_write_bytes(path, data, mode=0o666)
 
 
 def _is_entry(value: Any) -> bool:

@@ -39,14 +39,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never a mix.
 
     With ``AGENT_EXEC_FSYNC=1`` the data and the directory entry are also flushed to disk,
     so the new content survives a power cut (costs one or two disk flushes per write).
     """
     tmp = path.parent / f".tmp-{path.name}.{os.urandom(6).hex()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
             _write_all(fd, data)
@@ -194,11 +194,18 @@ def supervisor_alive(job_dir: Path, state: JobState) -> bool:
     except OSError:
         return True
     try:
+        return lock_held_elsewhere(fd)
+    finally:
+        os.close(fd)
+
+
+def lock_held_elsewhere(fd: int) -> bool:
+    """True if another open file description holds the file of ``fd`` locked (a live
+    supervisor holds its ``supervisor.lock`` for as long as it supervises)."""
+    try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:
         return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
-    finally:
-        os.close(fd)
     return False
 
 
