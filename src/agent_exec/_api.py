@@ -335,10 +335,11 @@ class JobRunner:
                 write_state(job_dir, JobState(job_id=job_id, status=JobStatus.CREATED, updated_at=now_ts()))
             return job_id, job_dir, spec, lock_fd
 
-        # File work off the event loop; shielded so a job is never left half-made.
+        # Inline on purpose: ~0.5 ms of small-file work; a worker-thread hop per job cost more
+        # throughput than it saved (measured with benchmarks/bench_runner.py). And with no
+        # checkpoint inside, a cancellation can never leave a job half-made.
         try:
-            with anyio.CancelScope(shield=True):
-                job_id, job_dir, spec, lock_fd = await anyio.to_thread.run_sync(prepare)
+            job_id, job_dir, spec, lock_fd = prepare()
         except BaseException:
             if self._slots is not None and not use_detached:
                 self._slots.release() if ticket is None else self._slots.abandon(ticket)

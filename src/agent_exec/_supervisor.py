@@ -121,10 +121,10 @@ async def supervise(
     """
     notifier = Notifier(spec)
     if started is None:
-        # Spawning forks: keep it off the event loop. Shielded, so that a spawned workload
-        # is always owned by the ``try`` below (no checkpoint between the spawn and it).
-        with anyio.CancelScope(shield=True):
-            outcome = await anyio.to_thread.run_sync(start_workload, spec)
+        # Inline, as asyncio spawns its own subprocesses (vfork + exec: well under a
+        # millisecond of loop time; a worker-thread hop costs more). No checkpoint lies
+        # between the spawn and the ``try`` below, so a spawned workload is always owned.
+        outcome = start_workload(spec)
         if isinstance(outcome, str):
             sup = _Supervision(spec, lock_fd, now_ts())
             state = await sup.write_terminal(failed_state(spec, sup.started_at, outcome))
