@@ -91,7 +91,26 @@ class LogWriter:
         if not data:
             return
         _write_all(self._fds[stream], data)
-        buffer = self._pending[stream] + data if self._pending[stream] else data
+        pending = self._pending[stream]
+        last_newline = data.rfind(b"\n")
+        tail = len(data) - last_newline - 1
+        if (
+            last_newline >= 0
+            and self.on_line is None
+            and tail <= MAX_PENDING_LINE
+            and data.isascii()
+            and pending.isascii()
+        ):
+            # The common case, without copying the chunk: the carried partial line, then
+            # every complete line prefixed by one ``replace`` (its result ends with the
+            # prefix and the new partial line, which the memoryview leaves out).
+            prefix = self._prefixes()[0 if stream == "stdout" else 1]
+            replaced = data.replace(b"\n", b"\n" + prefix)
+            body = memoryview(replaced)[: len(replaced) - len(prefix) - tail]
+            _writev_all(self._full_fd, [prefix, pending, body])
+            self._pending[stream] = data[last_newline + 1 :]
+            return
+        buffer = pending + data if pending else data
         last_newline = buffer.rfind(b"\n")
         if last_newline < 0:
             complete, rest = b"", buffer
