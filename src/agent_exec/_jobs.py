@@ -507,19 +507,14 @@ def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = 
     if state.status is JobStatus.CREATED:
         raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")
     data: dict[str, Any] = {"job_id": job_id, "signal": requested}
+    if state.is_terminal:  # nothing to signal: report the recorded outcome
+        return _kill_outcome(data, state, 0) if wait else data
     started = time.monotonic()
-    if state.status is JobStatus.RUNNING and state.pid is not None:
+    if state.pid is not None:
+        # Before the workload exists the pid is the supervisor's, which passes it on.
         signal_group(state.pid, signum)
-    elif state.status is JobStatus.RUNNING:
-        pass
-    elif not wait:
-        return data
-    else:
-        return _kill_outcome(data, state, 0)
     if not wait:
         return data
-    if state.is_terminal:
-        return _kill_outcome(data, state, 0)
     watch = SupervisorWatch(job_dir)
     deadline = started + 3.0
     while True:

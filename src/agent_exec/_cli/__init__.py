@@ -7,6 +7,8 @@ import sys
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `run` forks its supervisor before heavy imports
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._grammar import Invocation
 
 
@@ -16,6 +18,7 @@ def execute(invocation: Invocation) -> int:
     from .._output import emit, envelope, error_envelope
 
     yaml = bool(invocation.globals.get("yaml"))
+    logger = _diagnostics(invocation.globals.get("verbose") or 0)
     if invocation.command == "completions":
         from ._completion import print_completion_script
 
@@ -29,19 +32,41 @@ def execute(invocation: Invocation) -> int:
     try:
         kind, data = COMMANDS[invocation.command](invocation.params, invocation.globals)
     except AgentExecError as exc:
+        if logger:
+            logger.info("%s failed: %s (%s)", invocation.command, exc.message, exc.code)
         emit(error_envelope(exc), yaml=yaml)
         return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # never a traceback on stdout: report it as a JSON error
-        if invocation.globals.get("verbose"):
-            import traceback
-
-            traceback.print_exc()
+        if logger:
+            logger.debug("unexpected error in %s", invocation.command, exc_info=True)
         emit(error_envelope(AgentExecError(f"{type(exc).__name__}: {exc}")), yaml=yaml)
         return 1
+    if logger:
+        logger.info("%s: %s", invocation.command, data.get("job_id") or data.get("root") or "ok")
     emit(envelope(kind, data), yaml=yaml)
     return 0
+
+
+_LEVELS = {"error": 40, "warn": 30, "warning": 30, "info": 20, "debug": 10, "trace": 5}
+
+
+def _diagnostics(verbose: int) -> Any:
+    """A logger on stderr when ``-v``/``-vv`` (or ``RUST_LOG=info|debug|...``) asks for one.
+
+    Returns ``None`` otherwise, so that a normal call never imports ``logging``.
+    """
+    level = {0: None, 1: 20, 2: 10}.get(verbose, 5)
+    env_level = _LEVELS.get(os.environ.get("RUST_LOG", "").strip().lower())
+    if env_level is not None:
+        level = env_level
+    if level is None or level >= 30:
+        return None
+    import logging
+
+    logging.basicConfig(stream=sys.stderr, level=level, format="agent-exec: %(levelname)s %(message)s")
+    return logging.getLogger("agent_exec")
 
 
 def _help_pseudo_command(args: list[str]) -> list[str]:
