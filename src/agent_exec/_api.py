@@ -431,7 +431,11 @@ class JobRunner:
         cwd: str | None = None,
         tags: Sequence[str] = (),
     ) -> list[JobSummary]:
-        """Jobs of the store, newest first, filtered like ``agent-exec list --all``."""
+        """Jobs of the store, newest first, filtered like ``agent-exec list --all``.
+
+        :raises InvalidTag: for a tag pattern that is neither ``tag`` nor ``tag.*``.
+        """
+        from ._jobs import validate_tag_pattern
         from ._paths import canonical_cwd
 
         data = list_data(
@@ -439,7 +443,7 @@ class JobRunner:
             state_filter=state,
             limit=limit,
             cwd_filter=canonical_cwd(cwd) if cwd is not None else None,
-            tag_patterns=list(tags),
+            tag_patterns=[validate_tag_pattern(pattern) for pattern in tags],
         )
         return [
             JobSummary(
