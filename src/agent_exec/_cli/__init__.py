@@ -28,14 +28,8 @@ def execute(invocation: Invocation) -> int:
 
         return serve_command(invocation.params, invocation.globals)
     if invocation.command == "mcp":
-        try:
-            from .._mcp import mcp_command
-        except ImportError as exc:
-            sys.stderr.write(
-                f"agent-exec mcp: the MCP SDK is not installed ({exc}); "
-                "install it with: pip install 'agent-exec[mcp]'\n"
-            )
-            return 1
+        from .._mcp import mcp_command
+
         return mcp_command(invocation.params, invocation.globals)
     from ._commands import COMMANDS
 

@@ -273,7 +273,7 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "install-skills",
-            "Install the agent-exec skill for AI agents.",
+            "Install the agent-exec skill for AI agents (MCP hosts: see 'agent-exec mcp').",
             (
                 Opt("--global", "global_", FLAG, "Install under the home directory."),
                 Opt("--claude", "claude", FLAG, "Use .claude/ instead of .agents/."),
