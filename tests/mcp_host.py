@@ -1,6 +1,6 @@
 """A stand-in agent host for tests/test_mcp.py: it starts ``agent-exec mcp`` through the
-SDK's stdio client, runs N jobs through it, reports what it measured on the server as one
-JSON line, then blocks in a ``wait`` call until the test kills it.
+SDK's stdio client, runs N jobs through it, starts a long ``wait`` call, then reports what it
+measured on the server as one JSON line, and stays in that call until the test kills it.
 
 Usage: python tests/mcp_host.py ROOT JOBS COMMAND
 """
@@ -73,16 +73,25 @@ async def main(root: str, jobs: int, command: str) -> None:
         await run_many(jobs - 10)
         for job_id in ids:  # every job observed once more (status, tail) from the server
             assert not (await session.call_tool("status", {"job_id": job_id})).is_error
-        report = {
+        report: dict[str, object] = {
             "server": server,
             "ids": ids,
             "fds_after_10": fds_after_10,
             "fds_after_all": fd_count(server),
             "zombies": zombies(server),
         }
-        print(json.dumps(report), flush=True)
-        await session.call_tool("wait", {"job_id": ids[0], "until": 1000})
-        print("wait returned", flush=True)
+        long = await session.call_tool("run", {"command": "sleep 5; echo waited", "until": 0})
+        assert long.structured_content is not None
+        report["waited_on"] = long.structured_content["job_id"]
+        async with anyio.create_task_group() as group:
+
+            async def wait_long() -> None:
+                await session.call_tool("wait", {"job_id": report["waited_on"], "until": 1000})
+                print("wait returned", flush=True)
+
+            group.start_soon(wait_long)
+            await anyio.sleep(1)  # the wait request is out: the test kills us mid-call
+            print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

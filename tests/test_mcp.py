@@ -205,6 +205,7 @@ def test_hundred_jobs_then_host_killed_mid_wait(root: Path, cli_env: dict[str, s
         return rows if rows and all(row["state"] == "exited" for row in rows) else None
 
     rows = poll_until(all_exited, timeout=30)
-    assert {row["job_id"] for row in rows} == set(report["ids"])
-    assert all(row["command"] == [command] for row in rows)
+    assert {row["job_id"] for row in rows} == {*report["ids"], report["waited_on"]}
+    assert all(row["command"] == [command] for row in rows if row["job_id"] != report["waited_on"])
+    assert cli("tail", report["waited_on"]).doc["stdout"] == "waited\n"  # the job waited on, too
     assert cli("tail", report["ids"][-1]).doc["stdout"] == "done\n"
