@@ -35,7 +35,10 @@ Until = Annotated[
         "larger values are clamped to the server's maximum).",
     ),
 ]
-MaxBytes = Annotated[int, Field(ge=0, description="Bytes of each stream's output included inline.")]
+#: Inline output is bounded: a reply is held in memory and sent as one protocol message.
+MaxBytes = Annotated[
+    int, Field(ge=0, le=16 << 20, description="Bytes of each stream's output included inline (max 16 MiB).")
+]
 Signal = Annotated[
     str, Field(min_length=1, description="Signal name or number (TERM, INT, KILL, HUP, 9...).")
 ]
@@ -96,12 +99,14 @@ def build_server(root: Path, deadlines: Deadlines, *, log_level: str = "WARNING"
         ),
         log_level=log_level,  # type: ignore[arg-type]
     )
-    # Observation windows and kill's 3 s budget must not starve quick reads behind them.
-    limiter = anyio.CapacityLimiter(64)
+    # Two thread pools: calls that observe (up to the deadline) must not starve the quick
+    # reads (status, tail, list) queued behind them.
+    observing, reading = anyio.CapacityLimiter(64), anyio.CapacityLimiter(16)
 
     async def call(
         kind: str, func: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any
     ) -> CallToolResult:
+        limiter = reading if kind in ("status", "tail", "list") else observing
         try:
             data = await anyio.to_thread.run_sync(
                 functools.partial(func, *args, **kwargs), limiter=limiter, abandon_on_cancel=True
