@@ -247,12 +247,32 @@ def running_state(job_id: str, pid: int | None) -> JobState:
 
 
 def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
-    """Hand the job to a detached supervisor; the job is ``running`` when this returns."""
+    """Hand the job to a detached supervisor; the job is ``running`` when this returns.
+
+    If this raises, the workload was not started (see ``Supervisor.hand_over``).
+    """
     from ._launch import take_supervisor
 
     return take_supervisor().hand_over(
         spec, lock_fd, lambda pid: write_state(spec.job_dir, running_state(spec.job_id, pid))
     )
+
+
+def launch_new_job(spec: LaunchSpec) -> None:
+    """Launch a job directory just made by :func:`create_job`: all or nothing.
+
+    If the launch fails, the workload was never started and the directory is removed
+    again, so the caller gets an error and no job (a retry cannot run the command twice).
+    """
+    try:
+        with supervision_claim(spec.job_dir) as lock_fd:
+            assert lock_fd is not None  # a brand-new job directory
+            launch_detached_locked(spec, lock_fd)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        raise
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -276,7 +296,13 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, 
             raise InvalidState(f"job {given} is in '{shown}' state; only 'created' jobs can be started")
         spec = launch_spec(job_dir, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
         spec.auto_gc = auto_gc
-        launch_detached_locked(spec, lock_fd)
+        try:
+            launch_detached_locked(spec, lock_fd)
+        except BaseException:
+            # Not started: the job stays ``created`` (we still hold its lock).
+            with contextlib.suppress(OSError):
+                write_state(job_dir, state)
+            raise
     return job_id, job_dir, meta
 
 
@@ -315,8 +341,13 @@ class SupervisorWatch:
             self._released.clear()
             self._thread = None
         if self._thread is None:
-            self._thread = self._threading.Thread(target=self._watch, daemon=True)
-            self._thread.start()
+            thread = self._threading.Thread(target=self._watch, daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to spare (process limit): poll instead
+                time.sleep(max(0.0, min(timeout, 0.05)))
+                return False
+            self._thread = thread
         if timeout <= 0:
             return self._released.is_set()
         return self._released.wait(timeout)

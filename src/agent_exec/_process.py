@@ -93,3 +93,35 @@ def signal_group(pid: int, signum: int) -> bool:
         return False
     except PermissionError as exc:
         raise AgentExecError(f"failed to signal process {pid}: {exc.strerror}") from None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or
+    ``None`` if it cannot be read. A reused pid has a later start time."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            raw = file.read()
+        return int(raw[raw.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def group_alive(pgid: int, ticks: int | None) -> bool | None:
+    """Does the process group ``pgid`` of a workload that started at ``ticks`` still exist?
+
+    ``False`` if it provably does not (no process in it, or its pid now names a process
+    that started later: a pid is not reused while its group exists); ``None`` if it
+    cannot be told (no start time recorded, or the group belongs to another user).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return None
+    current = start_ticks(pgid)
+    if current is not None and ticks is not None and current != ticks:
+        return False  # the pid is someone else's now, so our group is gone
+    if ticks is None:
+        return None
+    return True

@@ -19,10 +19,11 @@ import anyio.abc
 from ._models import JobState, JobStatus
 from ._notify import Notifier
 from ._process import signal_group
+from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import now_ts
-from ._workload import Started, exit_state, failed_state, start_workload
+from ._workload import Started, apply_output_drops, exit_state, failed_state, start_workload
 
 #: After the workload exits, how long to wait for its pipes to close (a background
 #: descendant may hold them open) before the terminal state is written regardless.
@@ -36,10 +37,14 @@ def _seconds_ceil(value: float) -> float:
 class _Supervision:
     """State shared by the tasks supervising one workload."""
 
-    def __init__(self, spec: LaunchSpec, lock_fd: int | None, started_at: str) -> None:
+    def __init__(
+        self, spec: LaunchSpec, lock_fd: int | None, started_at: str, started: Started | None = None
+    ) -> None:
         self.spec = spec
         self.lock_fd = lock_fd
         self.started_at = started_at
+        self.started = started
+        self.reserve = started.reserve if started is not None else StateReserve.empty()
         self.pid: int | None = None
         self.finished = False
         self.timed_out = False
@@ -59,25 +64,44 @@ class _Supervision:
             updated_at=now_ts(),
             started_at=self.started_at,
             pid=self.pid,
+            workload=self.started.identity if self.started is not None else None,
         )
 
     async def write_terminal(self, state: JobState) -> JobState:
-        """Record the terminal state (even while being cancelled), then let go of the lock."""
+        """Record the terminal state (even while being cancelled), then let go of the lock.
+
+        A failing write (full disk, no descriptor left) falls back on the job's reserve
+        and is retried for a while: the lock is held meanwhile, so no reader takes the
+        job for lost while its outcome is known.
+        """
         with anyio.CancelScope(shield=True):
             async with self.state_lock:
                 self.finished = True
-                write_state(self.spec.job_dir, state)
+                deadline = anyio.current_time() + WRITE_PATIENCE
+                while True:
+                    try:
+                        self.reserve.write_state(self.spec.job_dir, state)
+                        break
+                    except OSError:
+                        if anyio.current_time() >= deadline:
+                            self.reserve.release()
+                            raise
+                    await anyio.sleep(RETRY_EVERY)
         self.release_lock()
         return state
 
     async def refresh_progress(self, every: float) -> None:
-        """Touch ``updated_at`` every ``every`` seconds; never after the terminal write."""
+        """Touch ``updated_at`` every ``every`` seconds; never after the terminal write.
+
+        A refresh that cannot be written (full disk) is skipped, never fatal.
+        """
         while True:
             await anyio.sleep(every)
             async with self.state_lock:
                 if self.finished:
                     return
-                write_state(self.spec.job_dir, self.running_state())
+                with contextlib.suppress(OSError):
+                    write_state(self.spec.job_dir, self.running_state())
 
     async def enforce_timeout(self, timeout: float, kill_after: float) -> None:
         """SIGTERM the process group at the deadline, SIGKILL it ``kill_after`` later."""
@@ -135,7 +159,7 @@ async def supervise(
         adopted = False
     else:
         adopted = True
-    sup = _Supervision(spec, lock_fd, started.started_at)
+    sup = _Supervision(spec, lock_fd, started.started_at, started)
     try:
         sup.pid = started.process.pid
         if not adopted:  # start_workload recorded it running already
@@ -182,18 +206,32 @@ async def _supervise_running(sup: _Supervision, started: Started, notifier: Noti
             state = exit_state(
                 spec.job_id, sup.started_at, sup.pid, returncode, duration_ms, timed_out=sup.timed_out
             )
+            apply_output_drops(state, writer)
+            state.workload = started.identity
             await sup.write_terminal(state)
             tg.cancel_scope.cancel()
-    except BaseException:
+    except BaseException as exc:
         with anyio.CancelScope(shield=True):
-            await _kill_and_record(sup, started)
+            await _kill_and_record(sup, started, exc)
         raise
     await sup.escalate()
     return state
 
 
-async def _kill_and_record(sup: _Supervision, started: Started) -> None:
-    """Teardown on cancellation: SIGKILL the group, reap, keep the output, record ``killed``."""
+def _why(exc: BaseException) -> str:
+    """``runner_cancelled`` for a cancellation, else ``supervisor_error: ...`` naming the failure."""
+    if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt | SystemExit):
+        return "runner_cancelled"
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _why(exc.exceptions[0])
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"supervisor_error: {exc.strerror}" + (f": {exc.filename}" if exc.filename is not None else "")
+    return f"supervisor_error: {type(exc).__name__}: {exc}"
+
+
+async def _kill_and_record(sup: _Supervision, started: Started, exc: BaseException) -> None:
+    """Teardown on cancellation or failure: SIGKILL the group, reap, keep the output, record
+    ``killed`` with the reason (``runner_cancelled``, or the supervisor's own error)."""
     if sup.finished:
         return
     process = started.process
@@ -208,6 +246,9 @@ async def _kill_and_record(sup: _Supervision, started: Started) -> None:
     with contextlib.suppress(OSError):
         started.writer.close()
     state = exit_state(sup.spec.job_id, sup.started_at, sup.pid, returncode, started.duration_ms())
-    state.reason = "runner_cancelled"
+    state.workload = started.identity
+    apply_output_drops(state, started.writer)
+    reason = _why(exc)
+    state.reason = reason if state.reason is None else f"{reason}; {state.reason}"
     with contextlib.suppress(OSError):
         await sup.write_terminal(state)
