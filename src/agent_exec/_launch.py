@@ -354,7 +354,7 @@ async def _supervise_and_collect(
 ) -> None:
     from ._supervisor import supervise
 
-    await supervise(spec, lock_fd=lock_fd, started=started, task_status=relay)
+    await supervise(spec, lock_fd=lock_fd, started=started, stop_aware=True, task_status=relay)
     relay.finished()
     _collect_garbage(spec)
 

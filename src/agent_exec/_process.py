@@ -95,15 +95,44 @@ def signal_group(pid: int, signum: int) -> bool:
         raise AgentExecError(f"failed to signal process {pid}: {exc.strerror}") from None
 
 
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or
-    ``None`` if it cannot be read. A reused pid has a later start time."""
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, ... (field 3 on)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             raw = file.read()
-        return int(raw[raw.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
+        return raw[raw.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
         return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or
+    ``None`` if it cannot be read. A reused pid has a later start time."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (ValueError, IndexError):
+        return None
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """Is a process other than a zombie in group ``pgid``? (Zombies of a group whose
+    supervisor is gone wait for init to reap them, and ``killpg(pgid, 0)`` counts them.)"""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if name.isdigit():
+            fields = _stat_fields(name)
+            if (
+                fields is not None
+                and len(fields) > 2
+                and fields[2] == b"%d" % pgid
+                and fields[0] not in (b"Z", b"X")
+            ):
+                return True
+    return False
 
 
 def group_alive(pgid: int, ticks: int | None) -> bool | None:
@@ -119,9 +148,11 @@ def group_alive(pgid: int, ticks: int | None) -> bool | None:
         return False
     except PermissionError:
         return None
-    current = start_ticks(pgid)
-    if current is not None and ticks is not None and current != ticks:
+    leader = _stat_fields(pgid)
+    if leader is not None and ticks is not None and len(leader) > 19 and leader[19] != b"%d" % ticks:
         return False  # the pid is someone else's now, so our group is gone
     if ticks is None:
         return None
-    return True
+    if leader is not None and leader[0] not in (b"Z", b"X"):
+        return True
+    return _group_has_live_member(pgid)
