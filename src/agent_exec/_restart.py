@@ -14,7 +14,8 @@ Why it is safe against concurrent ``restart``/``start``/``gc``/``delete`` of the
   supervisor lock (``supervisor.lock``) exclusively, exactly like ``start``, and a live
   supervisor holds it for as long as it supervises. A running instance is signalled
   (``signal``, then ``SIGKILL`` after a grace period) and its terminal state awaited
-  before the lock can be taken.
+  before the lock can be taken. A workload left behind by a *lost* supervisor is
+  SIGKILLed first when its recorded identity (pgid + start time) proves it is the job's.
 - ``gc``/``delete`` remove a job only while holding its supervisor lock, and refuse a job
   whose ``restart.lock`` is held (``_gc._remove_job``): they can never empty the directory
   between the old instance's end and the new one's launch.
@@ -45,9 +46,16 @@ from ._paths import (
     STDOUT_LOG,
     resolve_job,
 )
-from ._process import resolve_signal, signal_group, split_env_pair
+from ._process import group_alive, resolve_signal, signal_group, split_env_pair
 from ._spec import LaunchSpec
-from ._store import open_lock, read_meta, read_state_raw, try_lock_exclusive, write_state
+from ._store import (
+    SUPERVISOR_LOST,
+    open_lock,
+    read_meta,
+    read_state_raw,
+    try_lock_exclusive,
+    write_state,
+)
 from ._timeutil import now_ts
 
 #: Seconds a running instance gets after ``signal`` before it is sent ``SIGKILL``, and
@@ -139,10 +147,9 @@ def _claim_stopped(job_dir: Path, given: str, signum: int, grace: float) -> int:
         except StateCorrupt:
             state = None
         now = time.monotonic()
-        running = state is not None and state.status is JobStatus.RUNNING and state.pid is not None
-        if running and sent < 2 and (sent == 0 or now >= deadline):
-            assert state is not None and state.pid is not None
-            signal_group(state.pid, signum if sent == 0 else signal.SIGKILL)
+        target = _signal_target(state)
+        if target is not None and sent < 2 and (sent == 0 or now >= deadline):
+            signal_group(target, signum if sent == 0 else signal.SIGKILL)
             sent += 1
             deadline = now + grace
         elif now >= deadline:
@@ -152,6 +159,35 @@ def _claim_stopped(job_dir: Path, given: str, signum: int, grace: float) -> int:
                 f"(state '{shown}') after {grace:g} s"
             )
         watch.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def _signal_target(state: JobState | None) -> int | None:
+    """Whom to signal to stop a running instance: the workload's process group once it is
+    recorded, else the supervisor (which passes catchable signals on)."""
+    if state is None or state.status is not JobStatus.RUNNING:
+        return None
+    return state.workload.pgid if state.workload is not None else state.pid
+
+
+def _stop_orphan(job_dir: Path, given: str, grace: float) -> None:
+    """With the supervisor lock ours, make sure no workload of a *lost* supervisor is still
+    running (a supervisor killed with SIGKILL leaves its workload behind): SIGKILL its
+    process group, but only when the recorded identity proves the group is the job's."""
+    try:
+        state = read_state_raw(job_dir)
+    except StateCorrupt:
+        return
+    identity = state.workload
+    lost = state.status is JobStatus.RUNNING or state.reason == SUPERVISOR_LOST
+    if not lost or identity is None:
+        return
+    deadline = time.monotonic() + grace
+    while group_alive(identity.pgid, identity.start_ticks):
+        if time.monotonic() >= deadline:
+            raise InvalidState(f"job {given} could not be restarted: its previous workload would not stop")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(identity.pgid, signal.SIGKILL)
+        time.sleep(0.05)
 
 
 def _reset(job_dir: Path, job_id: str) -> None:
@@ -214,6 +250,7 @@ def restart_job(
                 meta = read_meta(job_dir)
             except StateCorrupt:
                 raise JobNotFound(given) from None
+            _stop_orphan(job_dir, given, grace)
             _reset(job_dir, job_id)
             spec = launch_spec(job_dir, meta, env_pairs=env_pairs, cwd=meta.cwd)
             spec.auto_gc = auto_gc
