@@ -159,3 +159,28 @@ def test_restart_keeps_gc_away_meanwhile(cli: Cli, root: Path) -> None:
     assert doc["ok"] and doc["state"] == "running", doc
     assert (job_dir / "meta.json").exists()
     cli("kill", "--signal", "KILL", job["job_id"])
+
+
+def _supervisor_pid(job_id: str) -> int | None:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"_supervise --job-id " + job_id.encode() in cmdline:
+                return int(entry)
+    return None
+
+
+def test_restart_after_a_lost_supervisor_stops_the_orphan_first(cli: Cli, tmp_path: Path) -> None:
+    lock, log = tmp_path / "instance.lock", tmp_path / "overlap.log"
+    job = cli("run", "--", *_overlap_guard(lock, log)).doc
+    assert job["stdout"] == "up\n"
+    supervisor = poll_until(lambda: _supervisor_pid(job["job_id"]))
+    os.kill(supervisor, 9)  # the workload is left running, unsupervised
+    poll_until(lambda: cli("status", job["job_id"]).doc["state"] == "failed")
+    doc = cli("restart", job["job_id"]).doc
+    assert doc["ok"] and doc["state"] == "running" and doc["stdout"] == "up\n", doc
+    assert not log.exists(), "the new instance started while the orphan still ran"
+    cli("kill", "--signal", "KILL", job["job_id"])
