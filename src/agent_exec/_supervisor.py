@@ -8,10 +8,11 @@ supervisor process that ``agent-exec run`` forks (one ``anyio.run`` per job), an
 from __future__ import annotations
 
 import contextlib
-import math
+import errno
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -29,15 +30,25 @@ from ._workload import Started, exit_state, failed_state, start_workload
 DRAIN_TIMEOUT = 2.0
 
 
-def _seconds_ceil(value: float) -> float:
-    return float(math.ceil(value)) if value > 0 else 0.0
+#: How long a terminal write that fails for want of file descriptors is retried (other
+#: jobs finishing free some) before it gives up.
+WRITE_RETRY_WINDOW = 5.0
+
+TerminalCallback = Callable[[JobState], None]
 
 
 class _Supervision:
     """State shared by the tasks supervising one workload."""
 
-    def __init__(self, spec: LaunchSpec, lock_fd: int | None, started_at: str) -> None:
+    def __init__(
+        self,
+        spec: LaunchSpec,
+        lock_fd: int | None,
+        started_at: str,
+        on_terminal: TerminalCallback | None = None,
+    ) -> None:
         self.spec = spec
+        self.on_terminal = on_terminal
         self.lock_fd = lock_fd
         self.started_at = started_at
         self.pid: int | None = None
@@ -62,12 +73,31 @@ class _Supervision:
         )
 
     async def write_terminal(self, state: JobState) -> JobState:
-        """Record the terminal state (even while being cancelled), then let go of the lock."""
+        """Record the terminal state (even while being cancelled), then let go of the lock.
+
+        ``on_terminal`` learns the outcome right then: an in-process waiter must not wait for
+        a pending ``kill_after`` escalation or the completion notifications. Out of file
+        descriptors, the write is retried for a while (finishing jobs free some).
+        """
         with anyio.CancelScope(shield=True):
             async with self.state_lock:
                 self.finished = True
-                write_state(self.spec.job_dir, state)
+                deadline = anyio.current_time() + WRITE_RETRY_WINDOW
+                delay = 0.01
+                while True:
+                    try:
+                        write_state(self.spec.job_dir, state)
+                        break
+                    except OSError as exc:
+                        if exc.errno not in (errno.EMFILE, errno.ENFILE) or anyio.current_time() > deadline:
+                            if self.on_terminal is not None:
+                                self.on_terminal(state)
+                            raise
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
         self.release_lock()
+        if self.on_terminal is not None:
+            self.on_terminal(state)
         return state
 
     async def refresh_progress(self, every: float) -> None:
@@ -107,6 +137,8 @@ async def supervise(
     lock_fd: int | None = None,
     started: Started | None = None,
     task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    on_terminal: TerminalCallback | None = None,
+    on_output: Callable[[], None] | None = None,
 ) -> JobState:
     """Run the workload of ``spec`` to completion and return its terminal state.
 
@@ -117,7 +149,9 @@ async def supervise(
     process group is killed and reaped and the job is recorded ``killed``.
 
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
-    the detached supervisor's synchronous head start (see ``_launch``).
+    the detached supervisor's synchronous head start (see ``_launch``). ``on_terminal``
+    gets the terminal state as soon as it is written; ``on_output`` is called after each
+    chunk of output reaches the logs (in-process streaming readers wake on it).
     """
     notifier = Notifier(spec)
     if started is None:
@@ -126,7 +160,7 @@ async def supervise(
         # between the spawn and the ``try`` below, so a spawned workload is always owned.
         outcome = start_workload(spec)
         if isinstance(outcome, str):
-            sup = _Supervision(spec, lock_fd, now_ts())
+            sup = _Supervision(spec, lock_fd, now_ts(), on_terminal)
             state = await sup.write_terminal(failed_state(spec, sup.started_at, outcome))
             task_status.started(None)
             await notifier.completion(state)
@@ -135,13 +169,13 @@ async def supervise(
         adopted = False
     else:
         adopted = True
-    sup = _Supervision(spec, lock_fd, started.started_at)
+    sup = _Supervision(spec, lock_fd, started.started_at, on_terminal)
     try:
         sup.pid = started.process.pid
         if not adopted:  # start_workload recorded it running already
             task_status.started(started.process.pid)
         notifier.attach(started.writer)
-        state = await _supervise_running(sup, started, notifier)
+        state = await _supervise_running(sup, started, notifier, on_output)
     finally:
         started.close_pipes()
         sup.release_lock()
@@ -149,7 +183,9 @@ async def supervise(
     return state
 
 
-async def _supervise_running(sup: _Supervision, started: Started, notifier: Notifier) -> JobState:
+async def _supervise_running(
+    sup: _Supervision, started: Started, notifier: Notifier, on_output: Callable[[], None] | None
+) -> JobState:
     spec = sup.spec
     process, pipes, writer = started.process, started.pipes, started.writer
     try:
@@ -159,15 +195,15 @@ async def _supervise_running(sup: _Supervision, started: Started, notifier: Noti
             async def pump_all() -> None:
                 async with anyio.create_task_group() as pumps:
                     for pipe in pipes:
-                        pumps.start_soon(pipe.pump, writer)
+                        pumps.start_soon(pipe.pump, writer, on_output)
                 pumps_done.set()
 
             tg.start_soon(pump_all)
             tg.start_soon(notifier.run)
             if spec.timeout_s > 0:
-                timeout, kill_after = _seconds_ceil(spec.timeout_s), _seconds_ceil(spec.kill_after_s)
-                remaining = max(0.0, timeout - (time.monotonic() - started.clock))
-                tg.start_soon(sup.enforce_timeout, remaining, kill_after)
+                # Exact (the library takes fractions of a second; the CLI whole seconds).
+                remaining = max(0.0, spec.timeout_s - (time.monotonic() - started.clock))
+                tg.start_soon(sup.enforce_timeout, remaining, max(0.0, spec.kill_after_s))
             if spec.progress_every_s > 0:
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
             returncode = await process.wait()
