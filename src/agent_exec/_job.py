@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal as _signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -22,9 +22,9 @@ from ._errors import InvalidState
 from ._models import JobState, JobStatus
 from ._paths import STDERR_LOG, STDOUT_LOG
 from ._process import resolve_signal, signal_group
-from ._results import ExcerptSide, JobResult, OutputChunk, OutputLine, StreamName, TailResult
+from ._results import ExcerptSide, JobResult, StreamName, TailResult
 from ._store import read_state
-from ._stream import OutputSignal, follow, follow_lines, read_excerpt, read_tail_lines
+from ._stream import Follow, FollowLines, OutputSignal, read_excerpt, read_tail_lines
 
 __all__ = ["DEFAULT_MAX_BYTES", "Job", "SignalLike"]
 
@@ -170,7 +170,7 @@ class Job:
             stderr=read_tail_lines(self.job_dir, "stderr", lines, max_bytes),
         )
 
-    def stream(self, streams: Sequence[StreamName] = _BOTH) -> AsyncIterator[OutputChunk]:
+    def stream(self, streams: Sequence[StreamName] = _BOTH) -> Follow:
         """Yield the job's output from its start, as it is written, until the job is
         terminal and every byte has been yielded::
 
@@ -180,11 +180,12 @@ class Job:
         Works for any job of the store; a job of this process's runner wakes the reader
         on each write, others are re-read on a short timer. Order is kept per stream.
         """
-        return follow(self.job_dir, tuple(streams), is_terminal=self._is_terminal, signal=self._output)
+        return Follow(self.job_dir, tuple(streams), is_terminal=self._is_terminal, signal=self._output)
 
-    def lines(self, streams: Sequence[StreamName] = _BOTH) -> AsyncIterator[OutputLine]:
-        """Like :meth:`stream`, one :class:`OutputLine` (stream name and text) per line."""
-        return follow_lines(self.stream(streams))
+    def lines(self, streams: Sequence[StreamName] = _BOTH) -> FollowLines:
+        """Like :meth:`stream`, one :class:`OutputLine` (stream name and text) per line.
+        Breaking out of the loop early is fine: the iterator holds nothing open."""
+        return FollowLines(self.stream(streams))
 
     def _is_terminal(self) -> bool:
         if self._final is not None:

@@ -10,6 +10,7 @@ launcher's business (:mod:`agent_exec._launcher`).
 from __future__ import annotations
 
 import enum
+import errno
 import os
 from collections import deque
 from collections.abc import AsyncIterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from ._process import library_command
 from ._results import ExcerptSide, JobResult, JobSummary
 from ._spec import LaunchSpec
 from ._store import open_lock, read_state_raw, try_lock_exclusive, write_state
+from ._supervisor import WRITE_RETRY_WINDOW
 from ._timeutil import now_ts
 
 if TYPE_CHECKING:
@@ -324,7 +326,11 @@ class JobRunner:
         if job._done is None:
             job._attach(lambda: False)
         job._dequeue = None
-        lock_fd = self._claim(job, spec, queued)
+        try:
+            lock_fd = self._claim(job, spec, queued)
+        except OSError as exc:
+            lock_fd = None
+            await _fail(job, spec, f"spawn_failed: cannot open the supervisor lock: {exc.strerror or exc}")
         if lock_fd is None:
             task_status.started()
             return
@@ -338,7 +344,7 @@ class JobRunner:
             # Out of descriptors (or another OS failure) around the spawn: this job fails,
             # cleanly; the runner and the other jobs carry on.
             if job._final is None:
-                _fail(job, spec, f"spawn_failed: {exc.strerror or exc}")
+                await _fail(job, spec, f"spawn_failed: {exc.strerror or exc}")
             if not started.called:
                 task_status.started()
         finally:
@@ -347,14 +353,11 @@ class JobRunner:
 
     def _claim(self, job: Job, spec: LaunchSpec, queued: bool) -> int | None:
         """The job's supervisor lock, taken now that its turn came. ``None`` if the job
-        cannot be run by us: another starter took it (``agent-exec start`` on a queued
-        job: the handle then follows the store), or the lock cannot be opened (the job is
-        recorded failed)."""
-        try:
-            lock_fd = open_lock(spec.job_dir)
-        except OSError as exc:
-            _fail(job, spec, f"spawn_failed: cannot open the supervisor lock: {exc.strerror or exc}")
-            return None
+        cannot be run by us: another starter took it (the handle then follows the store).
+
+        :raises OSError: the lock cannot be opened (e.g. out of descriptors).
+        """
+        lock_fd = open_lock(spec.job_dir)
         try:
             taken = try_lock_exclusive(lock_fd, patience=0.05)
             if taken and queued and read_state_raw(spec.job_dir).status is not JobStatus.CREATED:
@@ -388,7 +391,7 @@ class JobRunner:
         try:
             lock_fd = open_lock(spec.job_dir)
         except OSError as exc:
-            _fail(job, spec, f"spawn_failed: cannot open the supervisor lock: {exc.strerror or exc}")
+            await _fail(job, spec, f"spawn_failed: cannot open the supervisor lock: {exc.strerror or exc}")
             task_status.started()
             return None
         try:
@@ -398,7 +401,7 @@ class JobRunner:
             with anyio.CancelScope(shield=True):
                 pid = await self._launcher.launch_detached(spec, lock_fd)
         except OSError as exc:
-            _fail(job, spec, f"spawn_failed: cannot start a supervisor: {exc.strerror or exc}")
+            await _fail(job, spec, f"spawn_failed: cannot start a supervisor: {exc.strerror or exc}")
             task_status.started()
             return None
         finally:
@@ -466,11 +469,12 @@ class JobRunner:
         max_jobs: int | None = None,
         max_bytes: int | None = None,
         dry_run: bool = False,
+        now: float | None = None,
     ) -> GcResult:
         """Delete finished jobs, exactly as ``agent-exec gc`` does (same code): those
         older than ``older_than`` (seconds, or ``30d``/``24h``/``60m``/``3600s``), then the
         oldest ones beyond ``max_jobs`` jobs or ``max_bytes`` bytes. Running jobs are never
-        touched.
+        touched. ``now`` (a ``time.time()`` value) is the clock ages are measured against.
 
         :raises InvalidDuration: a malformed ``older_than``.
         """
@@ -481,7 +485,7 @@ class JobRunner:
 
         seconds = parse_duration(older_than) if isinstance(older_than, str) else int(older_than)
         policy = GcPolicy(seconds, max_jobs, max_bytes)
-        return await collect(self.root, policy, now=time.time(), dry_run=dry_run)
+        return await collect(self.root, policy, now=time.time() if now is None else now, dry_run=dry_run)
 
     async def delete(self, job: Job | str, *, dry_run: bool = False) -> None:
         """Delete one finished job's directory (``agent-exec delete <id>``).
@@ -516,12 +520,26 @@ class _GuardedStart:
         self._task_status.started()
 
 
-def _fail(job: Job, spec: LaunchSpec, reason: str) -> None:
+async def _fail(job: Job, spec: LaunchSpec, reason: str) -> None:
+    """Record a job that could not start. Out of descriptors the write is retried for a
+    while (running jobs finishing free some), so the store does not keep a job without a
+    state; the handle learns the outcome either way."""
     now = now_ts()
     state = JobState(
         job_id=job.job_id, status=JobStatus.FAILED, updated_at=now, finished_at=now, reason=reason
     )
-    _try_write_state(spec.job_dir, state)
+    with anyio.CancelScope(shield=True):
+        delay = 0.01
+        with anyio.move_on_after(WRITE_RETRY_WINDOW):
+            while True:
+                try:
+                    write_state(spec.job_dir, state)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                        break
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 0.5)
     job._finish(state)
 
 

@@ -11,7 +11,7 @@ only after every byte is in the logs, so "terminal, then read to the end" yields
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -92,56 +92,105 @@ def _read_from(path: Path, offset: int) -> bytes:
         os.close(fd)
 
 
-async def follow(
-    job_dir: Path,
-    streams: Sequence[StreamName],
-    *,
-    is_terminal: Callable[[], bool],
-    signal: OutputSignal | None,
-) -> AsyncIterator[OutputChunk]:
-    """Yield the logs' bytes from the start as they are written, until the job is terminal
-    and everything has been yielded.
+class Follow:
+    """Async iterator over a job's output chunks from the start, as they are written,
+    until the job is terminal and everything has been yielded.
 
-    :param is_terminal: the job is known terminal (checked *before* reading, so the last
-        read after it sees every byte).
+    A class, not an async generator, on purpose: it holds nothing between reads, so a
+    caller may simply ``break`` out of ``async for`` (trio warns about generators that
+    are abandoned unfinished).
+
+    :param is_terminal: the job is known terminal (checked *before* a read, so the read
+        after it sees every byte).
     :param signal: the wake-up source of an in-process job; ``None`` follows on a timer.
     """
-    offsets = dict.fromkeys(streams, 0)
-    delay = _POLL_FIRST
-    while True:
-        terminal = is_terminal()
-        progressed = False
-        for stream in streams:
-            while data := _read_from(job_dir / _LOGS[stream], offsets[stream]):
-                offsets[stream] += len(data)
-                progressed = True
-                yield OutputChunk(stream, data)
-                if len(data) < _READ_CHUNK:
-                    break
-        if terminal:
-            return
-        if progressed:
-            delay = _POLL_FIRST
+
+    def __init__(
+        self,
+        job_dir: Path,
+        streams: Sequence[StreamName],
+        *,
+        is_terminal: Callable[[], bool],
+        signal: OutputSignal | None,
+    ) -> None:
+        self._job_dir = job_dir
+        self._offsets = dict.fromkeys(streams, 0)
+        self._is_terminal = is_terminal
+        self._signal = signal
+        self._ready: list[OutputChunk] = []
+        self._done = False
+        self._delay = _POLL_FIRST
+
+    def __aiter__(self) -> Follow:
+        return self
+
+    async def __anext__(self) -> OutputChunk:
+        while not self._ready:
+            if self._done:
+                raise StopAsyncIteration
+            await self._fill()
+        return self._ready.pop(0)
+
+    async def _fill(self) -> None:
+        terminal = self._is_terminal()
+        for stream, offset in self._offsets.items():
+            data = _read_from(self._job_dir / _LOGS[stream], offset)
+            if data:
+                self._offsets[stream] = offset + len(data)
+                self._ready.append(OutputChunk(stream, data))
+        if self._ready:
+            self._delay = _POLL_FIRST
             await anyio.lowlevel.checkpoint()
-        elif signal is not None:
-            await signal.wait(1.0)  # the timeout only guards against a missed wake-up
+        elif terminal:
+            self._done = True
+        elif self._signal is not None:
+            await self._signal.wait(1.0)  # the timeout only guards against a missed wake-up
         else:
-            await anyio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
+            await anyio.sleep(self._delay)
+            self._delay = min(self._delay * 2, _POLL_MAX)
+
+    async def aclose(self) -> None:
+        """Stop early (nothing to release; offered for ``contextlib.aclosing``)."""
+        self._done = True
+        self._ready.clear()
 
 
-async def follow_lines(chunks: AsyncIterator[OutputChunk]) -> AsyncIterator[OutputLine]:
-    """Split followed chunks into lines per stream (a last line without newline included)."""
-    pending: dict[StreamName, bytes] = {}
-    async for chunk in chunks:
-        buffer = pending.get(chunk.stream, b"") + chunk.data
-        *complete, rest = buffer.split(b"\n")
-        if len(rest) > MAX_LINE:  # a line this long is cut: memory stays bounded
-            complete.append(rest[:MAX_LINE])
-            rest = rest[MAX_LINE:]
-        pending[chunk.stream] = rest
-        for line in complete:
-            yield OutputLine(chunk.stream, lossy(line))
-    for stream, rest in pending.items():
-        if rest:
-            yield OutputLine(stream, lossy(rest))
+class FollowLines:
+    """Async iterator splitting a :class:`Follow` into lines per stream (a last line
+    without newline included; a line over ``MAX_LINE`` bytes comes in pieces)."""
+
+    def __init__(self, chunks: Follow) -> None:
+        self._chunks = chunks
+        self._pending: dict[StreamName, bytes] = {}
+        self._ready: list[OutputLine] = []
+        self._done = False
+
+    def __aiter__(self) -> FollowLines:
+        return self
+
+    async def __anext__(self) -> OutputLine:
+        while not self._ready:
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                self._done = True
+                for stream, rest in self._pending.items():
+                    if rest:
+                        self._ready.append(OutputLine(stream, lossy(rest)))
+                self._pending.clear()
+                continue
+            buffer = self._pending.get(chunk.stream, b"") + chunk.data
+            *complete, rest = buffer.split(b"\n")
+            while len(rest) > MAX_LINE:  # memory stays bounded by a line
+                complete.append(rest[:MAX_LINE])
+                rest = rest[MAX_LINE:]
+            self._pending[chunk.stream] = rest
+            self._ready.extend(OutputLine(chunk.stream, lossy(line)) for line in complete)
+        return self._ready.pop(0)
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+        self._done = True
+        self._ready.clear()

@@ -124,11 +124,26 @@ class _Supervision:
         the workload itself exited, so it is completed even once the job is finished."""
         if self.kill_deadline is None:
             return
-        await anyio.sleep_until(self.kill_deadline)
-        self.kill_deadline = None
         assert self.pid is not None
+        # Once the group is empty there is nobody left to kill: stop waiting (a runner
+        # leaving its block must not sit out a long ``kill_after`` for nothing).
+        delay = 0.05
+        while anyio.current_time() < self.kill_deadline and _group_exists(self.pid):
+            await anyio.sleep(min(delay, max(0.0, self.kill_deadline - anyio.current_time())))
+            delay = min(delay * 2, 1.0)
+        self.kill_deadline = None
         with contextlib.suppress(Exception):
-            signal_group(self.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)  # the group only: never a possibly reused bare pid
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 async def supervise(
