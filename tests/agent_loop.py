@@ -232,3 +232,61 @@ async def cleanup(root: Path) -> None:
         assert real.deleted == 1 and not kept.job_dir.exists()
         assert busy.job_dir.exists()
         await busy.kill(signal.SIGKILL)
+
+
+def _interval_job(path: Path, hold: float) -> list[str]:
+    """A job that records when its workload started and when it is about to exit."""
+    return py(
+        "import time, pathlib; s = time.time(); "
+        f"time.sleep({hold}); pathlib.Path({str(path)!r}).write_text(f'{{s}} {{time.time()}}')"
+    )
+
+
+def _max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+async def detached_jobs_respect_max_concurrency(root: Path, tmp_path: Path) -> None:
+    """``max_concurrency`` bounds detached jobs too; leaving the block starts every queued
+    one (without waiting for them to finish)."""
+    limit, count = 2, 6
+    paths = [tmp_path / f"iv{i}" for i in range(count)]
+    async with JobRunner(root, max_concurrency=limit, detached=True) as runner:
+        jobs = [await runner.run(_interval_job(path, 0.5)) for path in paths]
+        assert runner.statistics()["queued"] == count - limit
+    with anyio.fail_after(60):
+        results = [await job.wait() for job in jobs]
+    assert all(result.ok for result in results), results
+    intervals = []
+    for path in paths:
+        start, end = (float(word) for word in (await anyio.Path(path).read_text()).split())
+        intervals.append((start, end))
+    assert _max_overlap(intervals) <= limit
+
+
+async def queuing_yields_to_the_loop(root: Path) -> None:
+    """Submitting 400 queued jobs lets other tasks run all along (it once starved them)."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.lowlevel.checkpoint()
+            ticks += 1
+
+    async with JobRunner(root, max_concurrency=1) as runner:
+        blocker = await runner.run(["sleep", "30"])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            jobs = [await runner.run(["true"]) for _ in range(400)]
+            tg.cancel_scope.cancel()
+        assert runner.statistics()["queued"] == 400
+        assert ticks >= 300, ticks
+        for job in jobs:
+            await job.kill()
+        await blocker.kill(signal.SIGKILL)

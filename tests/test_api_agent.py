@@ -54,3 +54,13 @@ async def test_stdin_accepts_text_bytes_paths_and_async_iterables(root: Path, tm
 @pytest.mark.asyncio
 async def test_gc_and_delete_from_the_library(root: Path) -> None:
     await agent_loop.cleanup(root)
+
+
+@pytest.mark.asyncio
+async def test_max_concurrency_bounds_detached_jobs(root: Path, tmp_path: Path) -> None:
+    await agent_loop.detached_jobs_respect_max_concurrency(root, tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_queuing_400_jobs_yields_to_the_event_loop(root: Path) -> None:
+    await agent_loop.queuing_yields_to_the_loop(root)

@@ -44,3 +44,7 @@ async def test_path_is_preserved_and_a_missing_program_fails_cleanly(root: Path,
 
 async def test_timed_out_jobs_are_never_ok_and_wait_does_not_wait_for_kill_after(root: Path) -> None:
     await agent_loop.timeouts_and_results(root)
+
+
+async def test_queuing_400_jobs_yields_to_the_event_loop(root: Path) -> None:
+    await agent_loop.queuing_yields_to_the_loop(root)
