@@ -25,7 +25,9 @@ import sys
 
 import anyio
 
-__all__ = ["HostGuard", "process_start_time"]
+from ._process import start_ticks
+
+__all__ = ["HostGuard"]
 
 _GUARD_CODE = r"""
 import os, signal, sys
@@ -68,17 +70,6 @@ if not bye:
         except OSError:
             pass
 """
-
-
-def process_start_time(pid: int) -> str:
-    """Field 22 of ``/proc/<pid>/stat`` (start time in clock ticks since boot): with the
-    pid it names one process for good, whatever pid reuse happens later."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            raw = file.read()
-    except OSError:
-        return ""
-    return raw[raw.rindex(b")") + 2 :].split()[19].decode()
 
 
 class HostGuard:
@@ -136,7 +127,8 @@ class HostGuard:
         self._backlog = data[written:]
 
     def add(self, pgid: int) -> None:
-        self._send(f"+{pgid} {process_start_time(pgid)}\n".encode())
+        started = start_ticks(pgid)
+        self._send(f"+{pgid} {'' if started is None else started}\n".encode())
 
     def remove(self, pgid: int) -> None:
         self._send(f"-{pgid}\n".encode())

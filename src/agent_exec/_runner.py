@@ -32,7 +32,6 @@ from ._process import library_command
 from ._results import ExcerptSide, JobResult, JobSummary
 from ._spec import LaunchSpec
 from ._store import open_lock, read_state_raw, try_lock_exclusive, write_state
-from ._supervisor import WRITE_RETRY_WINDOW
 from ._timeutil import now_ts
 
 if TYPE_CHECKING:
@@ -40,6 +39,9 @@ if TYPE_CHECKING:
     from ._hostguard import HostGuard
 
 __all__ = ["JobRunner", "RunOptions", "StdinSource"]
+
+#: How long the record of a job that could not start is retried when out of descriptors.
+_FAIL_WRITE_PATIENCE = 5.0
 
 #: What ``stdin=`` accepts: text (UTF-8), bytes, a file path, or an async iterable of bytes.
 StdinSource = str | bytes | os.PathLike[str] | AsyncIterable[bytes]
@@ -530,7 +532,7 @@ async def _fail(job: Job, spec: LaunchSpec, reason: str) -> None:
     )
     with anyio.CancelScope(shield=True):
         delay = 0.01
-        with anyio.move_on_after(WRITE_RETRY_WINDOW):
+        with anyio.move_on_after(_FAIL_WRITE_PATIENCE):
             while True:
                 try:
                     write_state(spec.job_dir, state)
