@@ -206,7 +206,7 @@ def restart_job(
     given: str,
     *,
     launch: Launch,
-    signal_name: str = "TERM",
+    signal_name: str | int = "TERM",
     auto_gc: Any = None,
     grace: float = DEFAULT_GRACE,
     patience: float = LOCK_PATIENCE,
