@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import InvalidState, InvalidTag, StateCorrupt, StdinTooLarge
+from ._errors import InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
 from ._logs import ENCODING, file_size, read_head, read_tail
 from ._models import JobMeta, JobState, JobStatus, NotificationConfig
 from ._paths import (
@@ -168,7 +168,7 @@ def create_job(
     try:
         root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     except OSError as exc:
-        raise StateCorrupt(f"failed to create jobs root {root}: {exc.strerror or exc}") from None
+        raise IoError.from_os(exc, "failed to create jobs root", root) from None
     job_id = new_job_id(root)
     job_dir = root / job_id
     meta = JobMeta(
@@ -193,7 +193,7 @@ def create_job(
     try:
         job_dir.mkdir(mode=DIR_MODE)
     except OSError as exc:
-        raise StateCorrupt(f"failed to create job directory {job_dir}: {exc.strerror or exc}") from None
+        raise IoError.from_os(exc, "failed to create job directory", job_dir) from None
     try:
         if stdin is not None:
             _materialise_stdin(job_dir, stdin, stdin_max_bytes)
@@ -387,6 +387,24 @@ def observe(job_dir: Path, *, wait: bool, until: float, forever: bool) -> tuple[
             wake_at = min(wake_at, deadline)
         watch.wait(max(0.0, wake_at - time.monotonic()))
     return read_state(job_dir), int((time.monotonic() - start) * 1000)
+
+
+def observe_launched(
+    job_dir: Path, job_id: str, *, wait: bool, until: float, forever: bool
+) -> tuple[JobState, int]:
+    """:func:`observe` for a job this call has just launched (recorded ``running``).
+
+    Looking at the job can fail where launching it did not (no descriptor or thread to
+    spare): the caller must then still get the job, not an error that invites a retry
+    running the command twice. It is reported as it was recorded: ``running``.
+    """
+    start = time.monotonic()
+    try:
+        return observe(job_dir, wait=wait, until=until, forever=forever)
+    except (OSError, RuntimeError, StateCorrupt):
+        now = now_ts()
+        state = JobState(job_id=job_id, status=JobStatus.RUNNING, updated_at=now, started_at=now)
+        return state, int((time.monotonic() - start) * 1000)
 
 
 def output_fields(job_dir: Path, max_bytes: int) -> dict[str, Any]:
