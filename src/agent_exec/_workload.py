@@ -171,16 +171,22 @@ def start_workload(spec: LaunchSpec) -> Started | str:
     Returns the running workload with its pipes, or the ``reason`` it could not start.
     """
     job_dir = spec.job_dir
+    reserve = StateReserve(job_dir)
     try:
         writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, spec.full_log or job_dir / FULL_LOG)
     except OSError as exc:
+        reserve.release()
         return f"spawn_failed: cannot open the logs: {exc.strerror or exc}"
+    pipes: list[OutputPipe] = []
     try:
-        pipes = [OutputPipe("stdout"), OutputPipe("stderr")]
+        for stream in ("stdout", "stderr"):
+            pipes.append(OutputPipe(stream))  # noqa: PERF401 - keep what opened
     except OSError as exc:
+        for pipe in pipes:
+            pipe.close()
         writer.close()
+        reserve.release()
         return f"spawn_failed: {exc.strerror or exc}"
-    reserve = StateReserve(job_dir)
     stdin_fd: int | None = None
     try:
         env = build_env(
