@@ -146,6 +146,9 @@ def supervisor_main(sock: socket.socket) -> None:
     relay = _SignalRelay()
     relay.install()
     from ._spec import LaunchSpec
+    from ._workload import note_resumed
+
+    signal.signal(signal.SIGCONT, note_resumed)  # time spent stopped is not the workload's
 
     ready_r, ready_w = os.pipe()
     warming = _start_warm_up(ready_w)
@@ -326,7 +329,7 @@ def _matches_output(spec: LaunchSpec, read_meta: Callable[..., Any]) -> bool:
 def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: int | None) -> JobState:
     """Terminal record of a workload that finished during the head start: logs complete
     first, then the state, then the lock (exactly the async supervisor's order)."""
-    from ._workload import apply_output_drops, exit_state
+    from ._workload import apply_output_drops, bound_stop, exit_state
 
     started.writer.close()
     started.close_pipes()
@@ -334,6 +337,7 @@ def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: in
         spec.job_id, started.started_at, started.process.pid, returncode, started.duration_ms()
     )
     state.workload = started.identity
+    bound_stop(state, started)
     apply_output_drops(state, started.writer)
     started.reserve.write_state_patiently(spec.job_dir, state)
     if lock_fd is not None:
