@@ -101,8 +101,11 @@ class _SignalRelay:
         for signum in self.SIGNALS:
             signal.signal(signum, self._on_signal)
         # A workload that closes its output early must not kill the supervisor by SIGPIPE
-        # (Python ignores it already; keep it so even if something reset it).
+        # (Python ignores it already; keep it so even if something reset it), nor a log
+        # growing past ``ulimit -f`` by SIGXFSZ: the write fails instead and is counted.
+        # (The workload gets both back at their defaults: Popen's ``restore_signals``.)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     def _forward(self, signum: int) -> None:
         assert self.pid is not None

@@ -219,10 +219,14 @@ def test_a_supervisor_that_cannot_load_its_event_loop_kills_and_records_the_work
     poll_until(lambda: group_gone(pgid), timeout=5)
 
 
-def _agent_exec(root: Path, env: dict[str, str], *args: str, nofile: int | None = None) -> CliResult:
+def _agent_exec(
+    root: Path, env: dict[str, str], *args: str, nofile: int | None = None, fsize: int | None = None
+) -> CliResult:
     def limit() -> None:
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     proc = subprocess.run(
         [sys.executable, "-m", "agent_exec", "--root", str(root), *args],
@@ -256,6 +260,18 @@ def test_a_descriptor_limit_never_orphans_the_workload(cli_env: dict[str, str], 
         if pid is not None:
             poll_until(lambda pid=pid: group_gone(pid), timeout=5)
     print(outcomes)
+
+
+def test_a_file_size_limit_drops_output_instead_of_killing_the_supervisor(
+    cli_env: dict[str, str], root: Path
+) -> None:
+    """``ulimit -f``: a log growing past it used to kill the supervisor (SIGXFSZ)."""
+    script = "head -c 200000 /dev/zero | tr '\\0' q; exit 4"
+    answer = doc(_agent_exec(root, cli_env, "run", "--", script, fsize=100 * 1024))
+    waited = doc(_agent_exec(root, cli_env, "wait", "--until", "20", answer["job_id"]))
+    assert waited["state"] == "exited" and waited["exit_code"] == 4, waited
+    assert waited["reason"] == "output_dropped: File too large", waited
+    assert waited["output_dropped_bytes"] + waited["stdout_total_bytes"] == 200000
 
 
 # -- kill ---------------------------------------------------------------------------------
