@@ -164,7 +164,7 @@ async def supervise(
     process group is killed and reaped and the job is recorded ``killed``.
 
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
-    the detached supervisor's synchronous head start (see ``_launch``).
+    the detached supervisor's synchronous head start (see ``_detached``).
 
     ``stop_aware`` (the detached supervisor) adds a heartbeat so that time the supervisor
     spent stopped is not counted in ``duration_ms`` (see :func:`~agent_exec._workload.bound_stop`).
