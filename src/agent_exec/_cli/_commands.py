@@ -216,7 +216,7 @@ def cmd_wait(p: Params, g: Params) -> Result:
 
 
 def cmd_kill(p: Params, g: Params) -> Result:
-    from .._jobs import kill_job
+    from .._kill import kill_job
 
     return "kill", kill_job(_root(g), p["job_id"], signal_name=p["signal"], wait=not p["no_wait"])
 
