@@ -138,7 +138,9 @@ def dashboard_routes(config: ServeConfig, *, blocking: Blocking, endpoint: Endpo
         check_host(request)
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != "application/json":
-            raise ServeError("forbidden", "dashboard actions need a JSON body (content-type application/json)")
+            raise ServeError(
+                "forbidden", "dashboard actions need a JSON body (content-type application/json)"
+            )
         origin = request.headers.get("origin")
         own = f"{request.url.scheme}://{request.headers.get('host', '')}"
         if origin is not None and origin != own and origin not in allowed_origins:
@@ -192,8 +194,12 @@ def dashboard_routes(config: ServeConfig, *, blocking: Blocking, endpoint: Endpo
             check_host(request)
         except ServeError as exc:
             return with_headers(error_response(exc))
-        data = {"auth_reads": config.auth_reads, "token_required": config.token is not None}
-        data.update(signals=SIGNALS, actions=ACTIONS)
+        data = {
+            "auth_reads": config.auth_reads,
+            "token_required": config.token is not None,
+            "signals": SIGNALS,
+            "actions": ACTIONS,
+        }
         return with_headers(_json(data, "dashboard_config"))
 
     @api(mutating=True)

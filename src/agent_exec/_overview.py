@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import AgentExecError, InvalidArgument, StateCorrupt
+from ._errors import AgentExecError, InvalidArgument, JobNotFound, StateCorrupt
 from ._jobs import tags_match, validate_tag_pattern
 from ._logs import lossy
 from ._models import JobStatus
-from ._paths import FULL_LOG, STDERR_LOG, STDOUT_LOG, iter_job_dirs, resolve_job
+from ._paths import FULL_LOG, META_FILE, STDERR_LOG, STDOUT_LOG, iter_job_dirs, resolve_job
 from ._store import read_meta, read_state
 
 #: Log files a page may read, by the name it uses for them.
@@ -85,12 +85,20 @@ def _summary(job_dir: Path) -> dict[str, Any] | None:
             value = getattr(state, key)
             if value is not None:
                 row[key] = value
-    row["_sort"] = (row.get("started_at") or row["created_at"], meta.job_id)
+    # Timestamps have whole seconds: within one, meta.json's mtime orders jobs by creation.
+    row["_sort"] = (row.get("started_at") or row["created_at"], _mtime_ns(job_dir / META_FILE), meta.job_id)
     row["_created"] = parse_ts(meta.created_at)
     row["_search"] = " ".join(
         [meta.job_id, " ".join(meta.command), meta.cwd or "", " ".join(meta.tags), row.get("reason", "")]
     ).lower()
     return row
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _is_active(row: dict[str, Any] | None) -> bool:
@@ -200,8 +208,13 @@ def job_detail(root: Path, given: str) -> dict[str, Any]:
     """Everything the job view shows: definition, state and log sizes (no env values:
     ``serve``'s ``/exec`` stores them unmasked)."""
     job_id, job_dir = resolve_job(root, given)
-    meta = read_meta(job_dir)
-    state = read_state(job_dir)
+    try:
+        meta = read_meta(job_dir)
+        state = read_state(job_dir)
+    except StateCorrupt:
+        if not job_dir.exists():  # deleted between resolving and reading: gone, not corrupt
+            raise JobNotFound(given) from None
+        raise
     data: dict[str, Any] = {
         "job_id": job_id,
         "short_job_id": job_id[:7],
@@ -270,17 +283,15 @@ def log_slice(root: Path, given: str, stream: str, *, offset: int | None, max_by
     job_id, fd = open_log(root, given, stream)
     try:
         total = os.fstat(fd).st_size
-        if offset is None or offset < 0 or offset > total:
-            begin = max(0, total - max_bytes)
-        else:
-            begin = offset
+        tail = offset is None or not 0 <= offset <= total
+        begin = max(0, total - max_bytes) if tail or offset is None else offset
         data = os.pread(fd, min(max_bytes, total - begin), begin) if total > begin else b""
     finally:
         os.close(fd)
     complete = _complete_utf8_end(data)
     if complete > 0:  # never trim to nothing: a stray partial character must not stall a reader
         data = data[:complete]
-    if offset is None and begin > 0:
+    if tail and begin > 0:
         # A tail starts at a line (or at least a character) boundary, not mid-way.
         newline = data.find(b"\n", 0, 4096)
         skip = newline + 1 if newline >= 0 else 0

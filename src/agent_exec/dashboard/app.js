@@ -374,14 +374,11 @@ async function runAction(verb, body) {
   const id = encodeURIComponent(app.jobId);
   actionResult(`${verb}\u2026`, true);
   try {
-    const doc = await api(`/ui/api/jobs/${id}/${verb}`, { method: "POST", body });
-    return doc;
+    return await api(`/ui/api/jobs/${id}/${verb}`, { method: "POST", body });
   } catch (error) {
     actionResult(`${verb} refused: ${error.message}`, false);
     if (error.status === 401) showTokenForm(`The ${verb} needs the server's token.`);
     return null;
-  } finally {
-    kick();
   }
 }
 
@@ -465,17 +462,16 @@ function wire() {
   armed($("kill-button"), () => `Confirm ${$("kill-signal").value}`, async () => {
     const doc = await runAction("kill", { signal: $("kill-signal").value });
     if (doc) actionResult(describeKill(doc), true);
+    kick();
   });
   armed($("delete-button"), () => "Confirm delete", async () => {
     const doc = await runAction("delete", {});
-    if (doc) {
-      location.hash = "#/";
-      banner("");
-    }
+    if (doc) location.hash = "#/"; // route() refreshes the list
   });
   armed($("restart-button"), () => "Confirm restart", async () => {
     const doc = await runAction("restart", {});
     if (doc && doc.job_id) location.hash = `#/job/${encodeURIComponent(doc.job_id)}`;
+    kick();
   });
   window.addEventListener("hashchange", route);
   document.addEventListener("visibilitychange", () => !document.hidden && kick());

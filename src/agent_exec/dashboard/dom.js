@@ -1,5 +1,5 @@
 // DOM helpers. Everything that came from the server becomes text nodes or attribute
-// values: this file has no innerHTML, no insertAdjacentHTML, no document.write.
+// values: no markup is ever parsed from a string (tests/test_dashboard.py checks the sinks).
 
 /** Build an element: h("td", {class: "x", title: t}, child, "text", ...). */
 export function h(tag, props = {}, ...children) {
@@ -123,13 +123,22 @@ export function localTime(ms) {
   return ms === null ? "" : new Date(ms).toLocaleString();
 }
 
+// Linux numbers of the signals a job is commonly ended by (state.json records the number).
+const SIGNAL_NAMES = { 1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 11: "SEGV", 12: "USR2", 13: "PIPE", 14: "ALRM", 15: "TERM" };
+
+export function signalName(signal) {
+  const text = String(signal);
+  if (/^\d+$/.test(text)) return SIGNAL_NAMES[text] ? `SIG${SIGNAL_NAMES[text]}` : `signal ${text}`;
+  return text.startsWith("SIG") ? text : `SIG${text}`;
+}
+
 /** Exit code / signal / reason in a few words, as a node. */
 export function resultNode(job) {
   const parts = [];
   if (job.exit_code !== undefined) {
     parts.push(h("span", { class: job.exit_code === 0 ? "code-ok" : "code-bad", text: `exit ${job.exit_code}` }));
   }
-  if (job.signal) parts.push(h("span", { class: "sig", text: job.signal }));
+  if (job.signal) parts.push(h("span", { class: "sig", title: `signal ${job.signal}`, text: signalName(job.signal) }));
   if (job.reason) parts.push(h("span", { class: "muted", text: job.reason }));
   const out = h("span");
   parts.forEach((part, i) => append(out, i ? [" \u00B7 ", part] : [part]));

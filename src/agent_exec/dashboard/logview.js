@@ -126,15 +126,15 @@ export class LogView {
 
   /** Fetch and show what is new; ``api(path)`` resolves to the JSON document. */
   async poll(api) {
-    const generation = this.generation;
+    let generation = this.generation;
     for (let round = 0; round < MAX_SLICES_PER_POLL; round++) {
       const query = this.offset === null ? `max=${TAIL_BYTES}` : `offset=${this.offset}&max=${SLICE_BYTES}`;
       const id = encodeURIComponent(this.jobId);
       const doc = await api(`/ui/api/jobs/${id}/log/${encodeURIComponent(this.stream)}?${query}`);
       if (generation !== this.generation) return; // the user switched stream or job meanwhile
       if (this.offset !== null && doc.total_bytes - doc.range[1] > JUMP_BYTES) {
-        const stream = this.stream;
-        this.reset(this.jobId, stream);
+        this.reset(this.jobId, this.stream); // too far behind to catch up: show the tail instead
+        generation = this.generation;
         this.skipped = true;
         continue;
       }
