@@ -14,6 +14,9 @@ adds is the HTTP contract of ``serve.md`` and the hardening upstream lacks:
 - ``/wait`` polls asynchronously, stops when the client goes away, and accepts an
   optional ``until`` deadline; ``--auth-reads`` protects the read endpoints too.
 
+The dashboard (``GET /``, ``/ui`` and ``/ui/api/*``) lives in :mod:`._dashboard`; it plugs
+its routes into :func:`build_app` with this module's auth and thread pool.
+
 starlette and uvicorn are imported inside :func:`serve_command` only: the CLI start-up
 path of every other command must not pay for them.
 """

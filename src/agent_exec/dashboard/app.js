@@ -8,6 +8,7 @@ import {
   badge,
   clear,
   commandText,
+  formatBytes,
   formatDuration,
   h,
   jobDurationMs,
@@ -231,7 +232,7 @@ function jobRow(job, now) {
     h("td", { class: "cwd", title: job.cwd || "" }, h("span", { text: job.cwd || "" })),
     h("td", { class: "when", title: localTime(started), text: relativeTime(started, now) }),
     h("td", { class: "num", text: formatDuration(jobDurationMs(job, now)) }),
-    h("td", { class: "result" }, resultNode(job)),
+    h("td", { class: "result", title: [job.signal, job.reason].filter(Boolean).join(" \u00B7 ") }, resultNode(job)),
   );
   return row;
 }
@@ -334,7 +335,7 @@ function renderJob(job) {
     field("tags", (job.tags || []).length ? h("span", {}, job.tags.map((t) => h("span", { class: "tag", text: t }))) : null),
     field("timeout", job.timeout_ms ? formatDuration(job.timeout_ms) : null),
     field("env keys", (job.env_keys || []).join(", "), { mono: true }),
-    field("log sizes", `stdout ${job.log_sizes.stdout} B \u00B7 stderr ${job.log_sizes.stderr} B \u00B7 combined ${job.log_sizes.full} B`),
+    field("log sizes", `stdout ${formatBytes(job.log_sizes.stdout)} \u00B7 stderr ${formatBytes(job.log_sizes.stderr)}`),
   ]);
   const running = job.state === "running";
   $("kill-button").disabled = !running;

@@ -30,12 +30,13 @@ export function renderActivity(activity) {
   const slot = (width - left) / buckets.length;
   const bar = Math.max(1, slot - (slot > 6 ? 2 : 0.5));
 
-  for (const frac of [0, 0.5, 1]) {
-    const y = top + plot * (1 - frac);
+  const marks = peak >= 2 && peak % 2 === 0 ? [0, peak / 2, peak] : [0, peak];
+  for (const mark of marks) {
+    const y = top + plot * (1 - mark / peak);
     chart.append(svg("line", { x1: left, x2: width, y1: y, y2: y, class: "grid" }));
-    if (frac > 0) {
+    if (mark > 0) {
       const label = svg("text", { x: left - 4, y: y + 3, "text-anchor": "end", class: "axis" });
-      label.textContent = String(Math.round(peak * frac * 10) / 10);
+      label.textContent = String(mark);
       chart.append(label);
     }
   }

@@ -101,6 +101,13 @@ export function formatDuration(ms) {
   return `${Math.floor(hrs / 24)}d ${hrs % 24}h`;
 }
 
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
 export function jobDurationMs(job, now) {
   if (job.duration_ms !== undefined) return job.duration_ms;
   const started = parseTs(job.started_at);

@@ -192,7 +192,7 @@ export class LogView {
       if (this.lineStart) {
         const match = PREFIX.exec(line);
         if (match) {
-          const local = new Date(Date.parse(match[1])).toLocaleTimeString();
+          const local = new Date(Date.parse(match[1])).toLocaleTimeString([], { hour12: false });
           fragment.append(h("span", { class: "ts", title: match[1], text: local }), " ");
           const err = match[2] === "STDERR";
           fragment.append(h("span", { class: err ? "st-err" : "st-out", text: err ? "err" : "out" }), " ");
