@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
                 steady, size = _median_latency(client, table, repeat)
                 cpu_per_poll = (_cpu_s(server.pid) - cpu_before) / repeat
                 share = cpu_per_poll / POLL_EVERY_S * 100
-                note = f"{size // 1024} KiB; server CPU {cpu_per_poll * 1000:.1f} ms/poll = {share:.2f}% core/tab"
+                note = f"{size // 1024} KiB; server CPU {cpu_per_poll * 1000:.1f} ms/poll"
+                note += f" = {share:.2f}% of a core per open tab"
                 rows.append(
                     Row(f"table poll, steady ({args.jobs} jobs)", floor, steady, STEADY_TARGET, note=note)
                 )
