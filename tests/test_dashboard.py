@@ -232,3 +232,44 @@ def test_auth_reads_hides_everything_but_the_shell(start_server: Callable[..., S
     ):
         _error(server.get(path), 401, "unauthorized")
         assert server.get(path, headers=AUTH).status_code == 200, path
+
+
+# -- the index behind the table ------------------------------------------------------------
+
+
+def test_index_rereads_only_changed_or_recent_job_directories(cli: Any, root: Path) -> None:
+    """What keeps a 2 s poll cheap, and what keeps it right (see ``_overview.JobIndex``)."""
+    import os
+
+    from agent_exec._jobs import set_tags
+    from agent_exec._overview import JobIndex
+
+    job = cli("run", "--tag", "old", "--", "true").doc
+    job_dir = root / job["job_id"]
+    index = JobIndex(root)
+
+    def tags() -> list[str]:
+        rows, skipped = index.rows()
+        assert skipped == 0
+        return rows[0]["tags"]  # type: ignore[no-any-return]
+
+    # Modified just now: the row is not trusted from cache, a change in the same mtime tick is seen.
+    stat = os.stat(job_dir)
+    assert tags() == ["old"]
+    set_tags(root, job["job_id"], ["same-tick"])
+    os.utime(job_dir, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert tags() == ["same-tick"]
+
+    # Settled (mtime well in the past): served from cache while the mtime is unchanged...
+    past = stat.st_mtime_ns - 10_000_000_000
+    os.utime(job_dir, ns=(past, past))
+    assert tags() == ["same-tick"]
+    set_tags(root, job["job_id"], ["hidden"])
+    os.utime(job_dir, ns=(past, past))
+    assert tags() == ["same-tick"], "an unchanged settled directory is not re-read"
+    # ...and re-read as soon as the directory changes (meta.json/state.json are renamed into it).
+    set_tags(root, job["job_id"], ["new"])
+    assert tags() == ["new"]
+    # A deleted job leaves the index.
+    cli("delete", job["job_id"])
+    assert index.rows() == ([], 0)

@@ -243,10 +243,16 @@ def dashboard_routes(config: ServeConfig, *, blocking: Blocking, endpoint: Endpo
     @api(mutating=False)
     async def raw(request: Request) -> Response:
         stream = request.path_params["stream"]
+        # Resolved and opened here so that errors are JSON; the stream reopens the file, so
+        # no descriptor is left open if the client goes away before the body starts.
         job_id, fd = await blocking(open_log, root, request.path_params["job_id"], stream)
-        size = os.fstat(fd).st_size  # a snapshot: a growing log still makes a finite download
+        try:
+            size = os.fstat(fd).st_size  # a snapshot: a growing log still makes a finite download
+        finally:
+            os.close(fd)
 
         async def chunks() -> AsyncIterator[bytes]:
+            _, fd = await blocking(open_log, root, job_id, stream)
             try:
                 sent = 0
                 while sent < size:

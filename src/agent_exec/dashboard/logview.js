@@ -132,6 +132,11 @@ export class LogView {
       const id = encodeURIComponent(this.jobId);
       const doc = await api(`/ui/api/jobs/${id}/log/${encodeURIComponent(this.stream)}?${query}`);
       if (generation !== this.generation) return; // the user switched stream or job meanwhile
+      if (this.offset !== null && doc.total_bytes < this.offset) {
+        this.reset(this.jobId, this.stream); // the log was emptied (the job restarted in place)
+        generation = this.generation;
+        continue;
+      }
       if (this.offset !== null && doc.total_bytes - doc.range[1] > JUMP_BYTES) {
         this.reset(this.jobId, this.stream); // too far behind to catch up: show the tail instead
         generation = this.generation;
