@@ -75,7 +75,6 @@ def build_server(root: Path, deadlines: Deadlines, *, log_level: str = "WARNING"
         DEFAULT_MAX_BYTES,
         JobDefinition,
         dedupe,
-        kill_job,
         launch_detached_exec,
         launch_new,
         list_data,
@@ -87,6 +86,7 @@ def build_server(root: Path, deadlines: Deadlines, *, log_level: str = "WARNING"
         validate_tag_pattern,
         wait_data,
     )
+    from ._kill import kill_job
     from ._paths import canonical_cwd
     from ._restart import restart_data, restart_job
 
