@@ -23,7 +23,7 @@ from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import format_ts, now_ts
-from ._workload import Started, apply_output_drops, exit_state, failed_state, start_workload
+from ._workload import OutputPipe, Started, apply_output_drops, exit_state, failed_state, start_workload
 
 #: After the workload exits, how long to wait for its pipes to close (a background
 #: descendant may hold them open) before the terminal state is written regardless.
@@ -249,14 +249,18 @@ async def _supervise_running(
     try:
         async with anyio.create_task_group() as tg:
             pumps_done = anyio.Event()
+            pumping = len(pipes)
 
-            async def pump_all() -> None:
-                async with anyio.create_task_group() as pumps:
-                    for pipe in pipes:
-                        pumps.start_soon(pipe.pump, writer, on_output)
-                pumps_done.set()
+            async def pump(pipe: OutputPipe) -> None:
+                # Straight in ``tg`` (no task group of their own: one less per job).
+                nonlocal pumping
+                await pipe.pump(writer, on_output)
+                pumping -= 1
+                if not pumping:
+                    pumps_done.set()
 
-            tg.start_soon(pump_all)
+            for pipe in pipes:
+                tg.start_soon(pump, pipe)
             tg.start_soon(notifier.run)
             if spec.timeout_s > 0:
                 # Exact (the library takes fractions of a second; the CLI whole seconds).
