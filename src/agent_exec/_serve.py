@@ -545,7 +545,7 @@ def build_app(config: ServeConfig) -> ASGIApp:
 
     @endpoint(mutating=True)
     async def kill(request: Request) -> Response:
-        from ._jobs import kill_job
+        from ._kill import kill_job
 
         no_wait_text = request.query_params.get("no_wait", "false")
         if no_wait_text not in ("true", "false"):
