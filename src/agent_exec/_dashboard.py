@@ -118,7 +118,7 @@ def dashboard_routes(config: ServeConfig, *, blocking: Blocking, endpoint: Endpo
     from starlette.routing import Route
 
     from ._gc import delete_one
-    from ._jobs import kill_job
+    from ._kill import kill_job
     from ._overview import JobIndex, job_detail, log_slice, open_log
     from ._paths import canonical_cwd
     from ._serve import ServeError, error_response, read_body
