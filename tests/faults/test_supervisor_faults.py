@@ -132,6 +132,23 @@ def test_a_full_disk_drops_output_but_keeps_the_job_and_its_exit_code(
     assert listed[0]["output_dropped_bytes"] == waited["output_dropped_bytes"]
 
 
+def test_the_log_writer_counts_what_a_full_device_refuses(tmp_path: Path) -> None:
+    """No mount needed: ``/dev/full`` refuses every write with ENOSPC."""
+    from agent_exec._logs import LogWriter
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this machine")
+    full = Path("/dev/full")
+    writer = LogWriter(full, tmp_path / "stderr.log", full)
+    writer.write("stdout", b"one\ntwo\npartial")
+    writer.write("stderr", b"kept\n")
+    writer.close()
+    assert writer.drops.raw_bytes == len(b"one\ntwo\npartial")
+    assert writer.drops.full_bytes > 0
+    assert writer.drops.reason() == "output_dropped: No space left on device"
+    assert (tmp_path / "stderr.log").read_bytes() == b"kept\n"
+
+
 @pytest.mark.parametrize("pause", ["", "sleep 1.5; "], ids=["head-start", "event-loop"])
 def test_a_job_that_ends_while_the_disk_is_full_keeps_its_exit_code(
     cli: Cli, small_fs: Path, pause: str
