@@ -3,7 +3,7 @@
 The runner writes every job to the same store, in the same format, as the CLI (so
 ``agent-exec status <id>`` sees them) and reads any job of the store. It decides *when* a
 job runs: at once, or queued in submission order under ``max_concurrency``. A queued job
-is a few hundred bytes in a deque: no task, no file descriptor. *How* a job runs is the
+is ~1.6 KiB in a deque: no task, no file descriptor. *How* a job runs is the
 launcher's business (:mod:`agent_exec._launcher`).
 """
 
