@@ -232,19 +232,25 @@ def _give_up(
     notification or the auto-GC).
     """
     from . import _workload
+    from ._process import group_alive
     from ._store import read_state_raw, write_state
 
     reason = f"supervisor_error: {_describe(exc)}"
+    identity = started.identity if started is not None else None
     try:
-        if read_state_raw(spec.job_dir).is_terminal:
+        recorded = read_state_raw(spec.job_dir)
+        if recorded.is_terminal:
             return  # recorded (and reaped) already: the failure came later
+        identity = identity or recorded.workload
     except Exception:
         pass
     pid = relay.pid
     returncode: int | None = None
     if pid is not None:
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
+        # Once reaped, the pid may be reused: signal the group only while it provably is ours.
+        if identity is None or group_alive(identity.pgid, identity.start_ticks) is not False:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
         if started is not None and started.process.returncode is not None:
             returncode = started.process.returncode
         else:

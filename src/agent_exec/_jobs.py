@@ -23,6 +23,8 @@ from ._paths import (
     FILE_MODE,
     FULL_LOG,
     LOCK_FILE,
+    META_FILE,
+    STATE_FILE,
     STDERR_LOG,
     STDIN_FILE,
     STDOUT_LOG,
@@ -291,9 +293,7 @@ def launch_new_job(spec: LaunchSpec, launch: Callable[[LaunchSpec, int], int] | 
             assert lock_fd is not None  # a brand-new job directory
             (launch or launch_detached_locked)(spec, lock_fd)
     except BaseException:
-        import shutil
-
-        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        remove_new_job_dir(spec.job_dir)
         raise
 
 
@@ -312,6 +312,35 @@ def launch_new(
     spec.auto_gc = auto_gc
     launch_new_job(spec, launch)
     return job_id, job_dir, meta
+
+
+#: Every file a job directory can hold before its workload starts.
+_NEW_JOB_FILES = (
+    META_FILE,
+    STATE_FILE,
+    STDIN_FILE,
+    STDOUT_LOG,
+    STDERR_LOG,
+    FULL_LOG,
+    LOCK_FILE,
+    ".meta.lock",
+    ".state.reserve",
+)
+
+
+def remove_new_job_dir(job_dir: Path) -> None:
+    """Remove a job directory whose launch failed, even without a descriptor to spare
+    (``rmtree`` needs some; unlinking the known names by path needs none)."""
+    import shutil
+
+    shutil.rmtree(job_dir, ignore_errors=True)
+    if not os.path.lexists(job_dir):
+        return
+    for name in _NEW_JOB_FILES:
+        with contextlib.suppress(OSError):
+            os.unlink(job_dir / name)
+    with contextlib.suppress(OSError):
+        os.rmdir(job_dir)
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -670,6 +699,13 @@ def wait_data(
         data.update(fault_fields(state))
     data.update(outputs)
     return data
+
+
+def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
+    """Moved to :func:`agent_exec._kill.kill_job` (kept here for callers of the old home)."""
+    from ._kill import kill_job as kill
+
+    return kill(root, given, signal_name=signal_name, wait=wait)
 
 
 def list_data(

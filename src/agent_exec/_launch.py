@@ -73,7 +73,12 @@ class Supervisor:
         Call only from a single-threaded process.
         """
         parent_sock, child_sock = socket.socketpair()
-        pid_r, pid_w = os.pipe()
+        try:
+            pid_r, pid_w = os.pipe()
+        except OSError:
+            parent_sock.close()
+            child_sock.close()
+            raise
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()

@@ -72,6 +72,7 @@ from ._paths import (
     STDERR_LOG,
     STDOUT_LOG,
 )
+from ._process import LIBRARY_SHELL
 from ._store import atomic_write_bytes, dump_pretty, read_meta
 from ._timeutil import now_ts
 
@@ -379,11 +380,17 @@ class Notifier:
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
         self._meta_path = spec.job_dir / META_FILE
+        # A sink command is a shell string; a library job whose workload is exec'd
+        # directly (no wrapper) runs its sinks through ``sh -c``.
+        self._sink_wrapper = list(spec.wrapper) or list(LIBRARY_SHELL)
         self._events_path = spec.job_dir / NOTIFICATION_EVENTS_FILE
         self._stdout_path = str(spec.job_dir / STDOUT_LOG)
         self._stderr_path = str(spec.job_dir / STDERR_LOG)
         self._bounds = _Bounds.from_env(os.environ)
         self._meta_key: tuple[int, int, int] | None = None
+        #: The configuration last parsed, and the ``meta.json`` it was parsed from.
+        self._config: NotificationConfig | None = None
+        self._config_key: tuple[int, int, int] | None = None
         self._matcher: _Matcher | None = None
         self._writer: LogWriter | None = None
         self._queue: deque[_Match] = deque()
@@ -432,6 +439,7 @@ class Notifier:
         if not isinstance(data, dict):
             return
         config = NotificationConfig.from_dict(data.get("notification"))
+        self._config, self._config_key = config, key
         rule = config.on_output_match if config is not None else None
         if self._matcher is None or rule != self._matcher.config:
             self._matcher = _Matcher.compile(rule)
@@ -565,7 +573,7 @@ class Notifier:
                 attempted_at = now_ts()
                 error = await run_command_sink(
                     command,
-                    wrapper=self.spec.wrapper,
+                    wrapper=self._sink_wrapper,
                     payload=payloads[index],
                     env=env,
                     bound=self._bounds.match,
@@ -647,7 +655,23 @@ class Notifier:
         with contextlib.suppress(Exception):
             await self._complete(state)
 
+    def _surely_silent(self) -> bool:
+        """``meta.json`` is unchanged since it was parsed and asks for no completion sink:
+        skip re-reading it (most jobs, and the runner's thousands of short ones)."""
+        if self._config_key is None:
+            return False
+        try:
+            st = os.stat(self._meta_path)
+        except OSError:
+            return False
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != self._config_key:
+            return False
+        config = self._config
+        return config is None or (config.notify_command is None and config.notify_file is None)
+
     async def _complete(self, state: JobState) -> None:
+        if self._surely_silent():
+            return
         try:
             meta = read_meta(self.spec.job_dir)
         except (StateCorrupt, OSError):
@@ -665,7 +689,7 @@ class Notifier:
             attempted_at = now_ts()
             error = await run_command_sink(
                 config.notify_command,
-                wrapper=self.spec.wrapper,
+                wrapper=self._sink_wrapper,
                 payload=payload,
                 env=self._sink_env(FINISHED, path),
                 bound=bound,

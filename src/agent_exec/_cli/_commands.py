@@ -141,7 +141,7 @@ def cmd_run(p: Params, g: Params) -> Result:
 
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, write_created_state
+    from .._jobs import create_job, remove_new_job_dir, write_created_state
     from .._paths import STDERR_LOG, STDOUT_LOG
 
     wrapper = resolve_wrapper(
@@ -156,9 +156,7 @@ def cmd_create(p: Params, g: Params) -> Result:
     try:
         write_created_state(job_dir, job_id)
     except BaseException:  # all or nothing: no job without its state
-        import shutil
-
-        shutil.rmtree(job_dir, ignore_errors=True)
+        remove_new_job_dir(job_dir)
         raise
     return "create", {
         "job_id": job_id,
