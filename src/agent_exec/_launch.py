@@ -26,7 +26,6 @@ import threading
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module runs before the fork, keep it light
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
 
     from ._models import JobState
     from ._spec import LaunchSpec
@@ -116,8 +115,8 @@ def supervisor_main(sock: socket.socket) -> None:
     relay = _SignalRelay()
     relay.install()
     from . import _workload
+    from ._jobdir import JobDir
     from ._spec import LaunchSpec
-    from ._store import read_meta
 
     ready_r, ready_w = os.pipe()
 
@@ -132,10 +131,12 @@ def supervisor_main(sock: socket.socket) -> None:
     sys.setswitchinterval(0.0005)  # hand the GIL back quickly while the import thread runs
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     try:
-        header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 1)
+        header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 2)
         if len(header) < _HEADER.size:
             header += _read_exact(sock, _HEADER.size - len(header))
         spec = LaunchSpec.from_json(_read_exact(sock, _HEADER.unpack(header)[0]))
+        if len(fds) > 1:  # the job directory, held by descriptor since the launcher made it
+            spec.dir = JobDir(spec.job_dir.parent, spec.job_dir.name, fds[1])
     except (EOFError, OSError, ValueError):
         return  # the launcher gave up before handing over a job
     lock_fd = fds[0] if fds else None
@@ -153,7 +154,7 @@ def supervisor_main(sock: socket.socket) -> None:
     sock.close()
 
     started = None
-    if not _matches_output(spec, read_meta):
+    if not _matches_output(spec):
         outcome = _workload.start_workload(spec)
         if not isinstance(outcome, str):  # a spawn failure is reported by the async path
             started = outcome
@@ -173,13 +174,13 @@ def supervisor_main(sock: socket.socket) -> None:
     anyio.run(_supervise_and_collect, relay, spec, lock_fd, started)
 
 
-def _matches_output(spec: LaunchSpec, read_meta: Callable[..., Any]) -> bool:
-    """Output matching needs the per-line hook from the first line: no head start then."""
-    try:
-        notification = read_meta(spec.job_dir).notification
-    except Exception:
-        return False
-    return notification is not None and notification.on_output_match is not None
+def _matches_output(spec: LaunchSpec) -> bool:
+    """Output matching needs the per-line hook from the first line: no head start then.
+
+    Decided from the definition handed over with the job, never from a file on disk.
+    """
+    notification = (spec.meta or {}).get("notification")
+    return isinstance(notification, dict) and notification.get("on_output_match") is not None
 
 
 def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: int | None) -> JobState:
@@ -193,7 +194,7 @@ def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: in
     state = exit_state(
         spec.job_id, started.started_at, started.process.pid, returncode, started.duration_ms()
     )
-    write_state(spec.job_dir, state)
+    write_state(spec.handle(), state)
     if lock_fd is not None:
         os.close(lock_fd)
     return state
@@ -277,16 +278,21 @@ class Supervisor:
         """Give the supervisor its job and the locked lock fd; return its pid.
 
         ``on_handed_over(pid)`` runs before the supervisor may start the workload (it
-        writes the launcher's ``running`` record).
+        writes the launcher's ``running`` record). The job directory's descriptor travels
+        with the lock, so the supervisor works on the very directory the launcher made.
         """
         payload = spec.to_json()
+        opened_here = spec.dir is None
         try:
-            socket.send_fds(self._sock, [_HEADER.pack(len(payload))], [lock_fd])
+            socket.send_fds(self._sock, [_HEADER.pack(len(payload))], [lock_fd, spec.handle().fd])
             self._sock.sendall(payload)
             on_handed_over(self.pid)
             self._sock.sendall(b"g")
         finally:
             self._sock.close()
+            if opened_here and spec.dir is not None:
+                spec.dir.close()
+                spec.dir = None
         return self.pid
 
     def cancel(self) -> None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ ENCODING = "utf-8-lossy"
 MAX_PENDING_LINE = 1 << 20
 
 LineCallback = Callable[[str, bytes], None]
+#: A log file: a path, or ``(dir_fd, name)`` of a job directory held by descriptor.
+LogSource = Path | tuple[int, str]
 
 
 def lossy(data: bytes) -> str:
@@ -56,6 +59,15 @@ def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
         _write_all(fd, b"".join(parts)[written:])
 
 
+def _open_append(target: LogSource) -> int:
+    """Open a log for appending (no ``O_TRUNC``: see :class:`LogWriter`); a log in a job
+    directory (``(dir_fd, name)``) is never reached through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    if isinstance(target, tuple):
+        return os.open(target[1], flags | os.O_NOFOLLOW, 0o600, dir_fd=target[0])
+    return os.open(target, flags, 0o600)
+
+
 class LogWriter:
     """Writes a job's output: raw bytes to ``stdout.log``/``stderr.log``, timestamped lines
     to the combined log, in arrival order.
@@ -67,14 +79,18 @@ class LogWriter:
     microseconds, far less than handing each chunk to a worker thread would.
     """
 
-    def __init__(self, stdout_path: Path, stderr_path: Path, full_path: Path) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC  # no O_TRUNC: see below
-        full_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fds = {
-            "stdout": os.open(stdout_path, flags, 0o600),
-            "stderr": os.open(stderr_path, flags, 0o600),
-        }
-        self._full_fd = os.open(full_path, flags, 0o600)
+    def __init__(self, stdout_path: LogSource, stderr_path: LogSource, full_path: LogSource) -> None:
+        if isinstance(full_path, Path):  # ``run --log PATH``: the user's own path
+            full_path.parent.mkdir(parents=True, exist_ok=True)
+        fds: list[int] = []
+        try:
+            fds.extend(_open_append(target) for target in (stdout_path, stderr_path, full_path))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        self._fds = {"stdout": fds[0], "stderr": fds[1]}
+        self._full_fd = fds[2]
         self._pending = {"stdout": b"", "stderr": b""}
         self._prefix_cache: tuple[int, bytes, bytes] = (-1, b"", b"")
         self.on_line: LineCallback | None = None
@@ -159,6 +175,14 @@ class LogWriter:
 # -- readers --------------------------------------------------------------------------
 
 
+def _open_log(source: LogSource) -> io.BufferedReader:
+    """Open a log for reading, never through a symlink (``O_NOFOLLOW``) and never blocking
+    on a FIFO planted in its place."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(source[1], flags, dir_fd=source[0]) if isinstance(source, tuple) else os.open(source, flags)
+    return open(fd, "rb")
+
+
 def file_size(path: Path) -> int:
     try:
         return os.stat(path).st_size
@@ -166,10 +190,10 @@ def file_size(path: Path) -> int:
         return 0
 
 
-def read_head(path: Path, max_bytes: int) -> tuple[str, list[int], int]:
+def read_head(path: LogSource, max_bytes: int) -> tuple[str, list[int], int]:
     """``(text, [0, n], total)``: the first ``max_bytes`` bytes of a log, lossy-decoded."""
     try:
-        with open(path, "rb") as file:
+        with _open_log(path) as file:
             total = os.fstat(file.fileno()).st_size
             data = file.read(min(total, max_bytes)) if max_bytes > 0 else b""
     except OSError:
@@ -177,7 +201,7 @@ def read_head(path: Path, max_bytes: int) -> tuple[str, list[int], int]:
     return lossy(data), [0, len(data)], total
 
 
-def read_tail(path: Path, tail_lines: int, max_bytes: int) -> tuple[str, list[int], int]:
+def read_tail(path: LogSource, tail_lines: int, max_bytes: int) -> tuple[str, list[int], int]:
     """``(text, [begin, total], total)``: the last ``tail_lines`` lines of the last
     ``max_bytes`` bytes of a log.
 
@@ -185,7 +209,7 @@ def read_tail(path: Path, tail_lines: int, max_bytes: int) -> tuple[str, list[in
     never by the size of the log.
     """
     try:
-        file = open(path, "rb")  # noqa: SIM115 - closed below
+        file = _open_log(path)
     except OSError:
         return "", [0, 0], 0
     with file:
@@ -204,8 +228,6 @@ def read_tail(path: Path, tail_lines: int, max_bytes: int) -> tuple[str, list[in
 def _find_line_start(file: object, window_start: int, total: int, tail_lines: int) -> int:
     """Offset just after the ``tail_lines``-th newline counted back from the end (a final
     newline does not start a line), or ``window_start`` if there are fewer lines."""
-    import io
-
     assert isinstance(file, io.BufferedReader)
     block = 1 << 16
     end = total

@@ -72,6 +72,23 @@ def new_job_id(root: Path) -> str:
     raise JobIdExhausted()
 
 
+_HEX = frozenset("0123456789abcdef")
+#: Crockford base32 (upper case), the alphabet of the ULIDs older implementations used.
+_ULID = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+
+
+def is_job_name(name: str) -> bool:
+    """Only these directory names are jobs: 32 lowercase hex characters (our ids), or a
+    26-character ULID (ids of older implementations, jobstore.md §2).
+
+    Anything else in the root (``<id>.moved``, ``.tmp-*`` directories being built, a
+    user's ``backup``) is no job: never listed, never resolved, never collected.
+    """
+    if len(name) == 32:
+        return _HEX.issuperset(name)
+    return len(name) == 26 and _ULID.issuperset(name)
+
+
 def is_safe_job_name(name: str) -> bool:
     """True if ``name`` can only ever name an entry directly inside the root."""
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
@@ -87,20 +104,23 @@ def _is_real_dir(path: Path) -> bool:
 def resolve_job(root: Path, given: str) -> tuple[str, Path]:
     """Resolve a job id or unique prefix to ``(job_id, job_dir)``.
 
-    Symlinks in the root are never followed, and ids that could escape the root
-    (``..``, ``a/b``, empty) are simply not found.
+    Symlinks in the root are never followed, ids that could escape the root (``..``,
+    ``a/b``, empty) are simply not found, and only job names (:func:`is_job_name`) are
+    candidates: a renamed ``<id>.moved`` is not the job ``<id>``.
     """
     if not is_safe_job_name(given):
         raise JobNotFound(given)
     exact = root / given
-    if _is_real_dir(exact):
+    if is_job_name(given) and _is_real_dir(exact):
         return given, exact
     try:
         with os.scandir(root) as entries:
             matches = [
                 entry.name
                 for entry in entries
-                if entry.name.startswith(given) and entry.is_dir(follow_symlinks=False)
+                if entry.name.startswith(given)
+                and is_job_name(entry.name)
+                and entry.is_dir(follow_symlinks=False)
             ]
     except OSError:
         matches = []
@@ -112,9 +132,12 @@ def resolve_job(root: Path, given: str) -> tuple[str, Path]:
 
 
 def iter_job_dirs(root: Path) -> list[os.DirEntry[str]]:
-    """Every real (non-symlink) directory directly inside ``root``; empty if ``root`` is unreadable."""
+    """Every real (non-symlink) job directory directly inside ``root``; empty if ``root`` is
+    unreadable."""
     try:
         with os.scandir(root) as entries:
-            return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
+            return [
+                entry for entry in entries if is_job_name(entry.name) and entry.is_dir(follow_symlinks=False)
+            ]
     except OSError:
         return []

@@ -22,7 +22,7 @@ from ._process import signal_group
 from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import now_ts
-from ._workload import Started, exit_state, failed_state, start_workload
+from ._workload import DIR_MOVED, Started, exit_state, failed_state, start_workload
 
 #: After the workload exits, how long to wait for its pipes to close (a background
 #: descendant may hold them open) before the terminal state is written regardless.
@@ -66,7 +66,7 @@ class _Supervision:
         with anyio.CancelScope(shield=True):
             async with self.state_lock:
                 self.finished = True
-                write_state(self.spec.job_dir, state)
+                write_state(self.spec.handle(), state)
         self.release_lock()
         return state
 
@@ -77,7 +77,7 @@ class _Supervision:
             async with self.state_lock:
                 if self.finished:
                     return
-                write_state(self.spec.job_dir, self.running_state())
+                write_state(self.spec.handle(), self.running_state())
 
     async def enforce_timeout(self, timeout: float, kill_after: float) -> None:
         """SIGTERM the process group at the deadline, SIGKILL it ``kill_after`` later."""
@@ -108,6 +108,23 @@ async def supervise(
     started: Started | None = None,
     task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
 ) -> JobState:
+    """:func:`_supervise`, then close the job directory's descriptor (it is the
+    supervisor's from the hand-over on)."""
+    try:
+        return await _supervise(spec, lock_fd=lock_fd, started=started, task_status=task_status)
+    finally:
+        if spec.dir is not None:
+            spec.dir.close()
+            spec.dir = None
+
+
+async def _supervise(
+    spec: LaunchSpec,
+    *,
+    lock_fd: int | None,
+    started: Started | None,
+    task_status: anyio.abc.TaskStatus[int | None],
+) -> JobState:
     """Run the workload of ``spec`` to completion and return its terminal state.
 
     Output is streamed into the job's logs; the terminal state is written only after
@@ -119,6 +136,15 @@ async def supervise(
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
     the detached supervisor's synchronous head start (see ``_launch``).
     """
+    try:
+        spec.handle()
+    except OSError:
+        # The directory vanished or was replaced before we held it: nothing can be
+        # recorded, so nothing is run (``read_state`` reports the job lost).
+        if lock_fd is not None:
+            os.close(lock_fd)
+        task_status.started(None)
+        return failed_state(spec, now_ts(), f"{DIR_MOVED}: {spec.job_dir} is gone or replaced")
     notifier = Notifier(spec)
     if started is None:
         # Inline, as asyncio spawns its own subprocesses (vfork + exec: well under a

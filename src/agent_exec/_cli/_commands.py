@@ -110,7 +110,7 @@ def _gc_settings(p: Params, config: Any) -> Any:
 
 def cmd_run(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, launch_detached_locked, launch_spec, observe, run_data
+    from .._jobs import create_job_dir, launch_detached_locked, launch_spec, observe, run_data
     from .._store import supervision_claim
 
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
@@ -119,32 +119,37 @@ def cmd_run(p: Params, g: Params) -> Result:
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
-    job_id, job_dir, meta = create_job(root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"])
-    spec = launch_spec(
-        job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=Path(p["log"]) if p["log"] else None
-    )
-    spec.auto_gc = gc_settings
-    with supervision_claim(job_dir) as lock_fd:
-        assert lock_fd is not None  # a brand-new job directory
-        launch_detached_locked(spec, lock_fd)
-    wait, until, forever = _observation(p)
-    state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
-    data = run_data(
-        job_id,
-        job_dir,
-        state,
-        tags=meta.tags,
-        env_vars=meta.env_vars,
-        elapsed_ms=int((time.monotonic() - clock) * 1000),
-        waited_ms=waited_ms,
-        max_bytes=p["max_bytes"],
-    )
+    job_dir, meta = create_job_dir(root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"])
+    with job_dir:
+        spec = launch_spec(
+            job_dir,
+            meta,
+            env_pairs=definition.env,
+            cwd=p["cwd"],
+            full_log=Path(p["log"]) if p["log"] else None,
+        )
+        spec.auto_gc = gc_settings
+        with supervision_claim(job_dir) as lock_fd:
+            assert lock_fd is not None  # a brand-new job directory
+            launch_detached_locked(spec, lock_fd)
+        wait, until, forever = _observation(p)
+        state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
+        data = run_data(
+            meta.job_id,
+            job_dir,
+            state,
+            tags=meta.tags,
+            env_vars=meta.env_vars,
+            elapsed_ms=int((time.monotonic() - clock) * 1000),
+            waited_ms=waited_ms,
+            max_bytes=p["max_bytes"],
+        )
     return "run", data
 
 
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, write_created_state
+    from .._jobs import create_job_dir, write_created_state
     from .._paths import STDERR_LOG, STDOUT_LOG
 
     wrapper = resolve_wrapper(
@@ -153,15 +158,16 @@ def cmd_create(p: Params, g: Params) -> Result:
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
-    job_id, job_dir, _ = create_job(
+    job_dir, meta = create_job_dir(
         root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"], persist_runtime_env=True
     )
-    write_created_state(job_dir, job_id)
+    with job_dir:
+        write_created_state(job_dir, meta.job_id)
     return "create", {
-        "job_id": job_id,
+        "job_id": meta.job_id,
         "state": "created",
-        "stdout_log_path": str(job_dir / STDOUT_LOG),
-        "stderr_log_path": str(job_dir / STDERR_LOG),
+        "stdout_log_path": str(job_dir.path / STDOUT_LOG),
+        "stderr_log_path": str(job_dir.path / STDERR_LOG),
     }
 
 
@@ -177,19 +183,20 @@ def cmd_start(p: Params, g: Params) -> Result:
 
     gc_settings = _gc_settings(p, load_config(None))
     clock = time.monotonic()
-    job_id, job_dir, meta = start_created(_root(g), p["job_id"], auto_gc=gc_settings)
-    wait, until, forever = _observation(p)
-    state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
-    data = run_data(
-        job_id,
-        job_dir,
-        state,
-        tags=meta.tags,
-        env_vars=masked_env_view(meta),
-        elapsed_ms=int((time.monotonic() - clock) * 1000),
-        waited_ms=waited_ms,
-        max_bytes=p["max_bytes"],
-    )
+    job_dir, meta = start_created(_root(g), p["job_id"], auto_gc=gc_settings)
+    with job_dir:
+        wait, until, forever = _observation(p)
+        state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
+        data = run_data(
+            job_dir.job_id,
+            job_dir,
+            state,
+            tags=meta.tags,
+            env_vars=masked_env_view(meta),
+            elapsed_ms=int((time.monotonic() - clock) * 1000),
+            waited_ms=waited_ms,
+            max_bytes=p["max_bytes"],
+        )
     return "start", data
 
 
