@@ -22,7 +22,15 @@ import orjson
 from ._errors import StateCorrupt
 from ._paths import FILE_MODE
 
-__all__ = ["DIR_FLAGS", "MAX_STATE_FILE", "JobDir", "JobDirMoved", "dump_pretty", "open_job"]
+__all__ = [
+    "DIR_FLAGS",
+    "MAX_STATE_FILE",
+    "JobDir",
+    "JobDirMoved",
+    "StateUnreadable",
+    "dump_pretty",
+    "open_job",
+]
 
 #: Larger ``meta.json``/``state.json`` files are refused as corrupt (ours are a few KiB).
 MAX_STATE_FILE = 16 << 20
@@ -33,6 +41,15 @@ _FSYNC = os.environ.get("AGENT_EXEC_FSYNC", "") not in ("", "0")
 
 class JobDirMoved(StateCorrupt):
     """The job directory is no longer the entry ``<root>/<job_id>`` it was opened as."""
+
+
+class StateUnreadable(StateCorrupt):
+    """A job file could not be read because of an OS error (``os_errno``): not necessarily
+    corrupt, e.g. ``EMFILE`` under descriptor pressure."""
+
+    def __init__(self, message: str, os_errno: int | None) -> None:
+        super().__init__(message)
+        self.os_errno = os_errno
 
 
 def dump_pretty(data: Any) -> bytes:
@@ -160,7 +177,7 @@ class JobDir:
         try:
             fd = self.open_file(name, _READ_FLAGS)
         except OSError as exc:
-            raise StateCorrupt(f"failed to read {where}: {exc.strerror or exc}") from None
+            raise StateUnreadable(f"failed to read {where}: {exc.strerror or exc}", exc.errno) from None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -170,7 +187,7 @@ class JobDir:
             with open(fd, "rb", closefd=False) as file:
                 return file.read(limit + 1)
         except OSError as exc:
-            raise StateCorrupt(f"failed to read {where}: {exc.strerror or exc}") from None
+            raise StateUnreadable(f"failed to read {where}: {exc.strerror or exc}", exc.errno) from None
         finally:
             os.close(fd)
 

@@ -73,20 +73,19 @@ def new_job_id(root: Path) -> str:
 
 
 _HEX = frozenset("0123456789abcdef")
-#: Crockford base32 (upper case), the alphabet of the ULIDs older implementations used.
-_ULID = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 def is_job_name(name: str) -> bool:
-    """Only these directory names are jobs: 32 lowercase hex characters (our ids), or a
-    26-character ULID (ids of older implementations, jobstore.md §2).
+    """Can the directory ``name`` be a job?
 
-    Anything else in the root (``<id>.moved``, ``.tmp-*`` directories being built, a
-    user's ``backup``) is no job: never listed, never resolved, never collected.
+    Job names are opaque (ids of other implementations, e.g. ULIDs, keep working), with two
+    exceptions: a name that starts with ``.`` (``.tmp-*`` directories being built), and a
+    job id with anything after it (``<id>.moved``, ``<id>~``: a renamed or copied job
+    directory, which must never answer to ``<id>`` or its prefixes).
     """
-    if len(name) == 32:
-        return _HEX.issuperset(name)
-    return len(name) == 26 and _ULID.issuperset(name)
+    if not name or name[0] == ".":
+        return False
+    return len(name) <= 32 or not _HEX.issuperset(name[:32])
 
 
 def is_safe_job_name(name: str) -> bool:
