@@ -35,9 +35,7 @@ def test_swapped_job_directory_is_not_written_through_and_its_meta_never_runs(
     go = tmp_path / "go"
     marker = tmp_path / "notified"
     pwned = tmp_path / "pwned"
-    doc = cli(
-        "run", "--no-wait", "--notify-command", f"touch {marker}", "--", *py(_WAIT_FOR_GO), str(go)
-    ).doc
+    doc = cli("run", "--no-wait", "--notify-command", f"touch {marker}", "--", *py(_WAIT_FOR_GO), str(go)).doc
     job_id = doc["job_id"]
     poll_until(lambda: os.path.exists(f"{go}.started"))
     real = root / job_id
@@ -76,7 +74,9 @@ def test_renamed_directory_is_not_found_by_prefix(cli: Cli, root: Path) -> None:
     assert cli("list").doc["jobs"] == []
 
 
-def test_directory_moved_before_the_supervisor_starts_runs_nothing(cli: Cli, root: Path, tmp_path: Path) -> None:
+def test_directory_moved_before_the_supervisor_starts_runs_nothing(
+    cli: Cli, root: Path, tmp_path: Path
+) -> None:
     """A ``created`` job whose directory is swapped before ``start``: never started."""
     job_id = cli("create", "--", "touch", str(tmp_path / "ran")).doc["job_id"]
     trap = tmp_path / "trap"
