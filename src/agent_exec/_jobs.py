@@ -32,9 +32,10 @@ from ._paths import (
     iter_job_dirs,
     new_job_id,
 )
-from ._process import DEFAULT_WRAPPER, resolve_signal, signal_group, split_env_pair
+from ._process import DEFAULT_WRAPPER, group_alive, resolve_signal, signal_group, split_env_pair
 from ._spec import LaunchSpec
 from ._store import (
+    SUPERVISOR_LOST,
     JobRef,
     held,
     read_meta,
@@ -103,11 +104,14 @@ class JobDefinition:
     inherit_env: bool = True
     mask: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
-    timeout_s: int = 0
-    kill_after_s: int = 0
-    progress_every_s: int = 0
+    timeout_s: float = 0
+    kill_after_s: float = 0
+    progress_every_s: float = 0
     notification: NotificationConfig | None = None
+    #: The shell wrapper; empty: the command is exec'd directly (the library's argv policy).
     wrapper: list[str] = field(default_factory=lambda: list(DEFAULT_WRAPPER))
+    #: Record the exact argv exec'd (``meta.json`` ``argv`` and ``shell``): library jobs.
+    record_argv: bool = False
 
     def masked_env(self) -> list[str]:
         masked = set(self.mask)
@@ -211,11 +215,16 @@ def create_job_dir(
         tags=dedupe(definition.tags),
         inherit_env=definition.inherit_env,
         env_files=list(definition.env_files),
-        timeout_ms=definition.timeout_s * 1000,
-        kill_after_ms=definition.kill_after_s * 1000,
-        progress_every_ms=definition.progress_every_s * 1000,
+        timeout_ms=round(definition.timeout_s * 1000),
+        kill_after_ms=round(definition.kill_after_s * 1000),
+        progress_every_ms=round(definition.progress_every_s * 1000),
         shell_wrapper=list(definition.wrapper),
     )
+    if definition.record_argv:
+        from ._process import build_argv
+
+        meta.extra["argv"] = build_argv(definition.wrapper, definition.command)
+        meta.extra["shell"] = bool(definition.wrapper)
     try:
         job_dir.mkdir(mode=DIR_MODE)
         job = JobDir.open(root, job_id)
@@ -261,7 +270,8 @@ def launch_spec(
         dir=job_dir if isinstance(job_dir, JobDir) else None,
         meta=meta.to_dict(),
         command=meta.command,
-        wrapper=meta.shell_wrapper or list(DEFAULT_WRAPPER),
+        # ``[]`` (not missing) is a library job's direct exec.
+        wrapper=meta.shell_wrapper if meta.shell_wrapper is not None else list(DEFAULT_WRAPPER),
         cwd=cwd,
         env_pairs=list(env_pairs),
         env_files=meta.env_files,
@@ -280,12 +290,32 @@ def running_state(job_id: str, pid: int | None) -> JobState:
 
 
 def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
-    """Hand the job to a detached supervisor; the job is ``running`` when this returns."""
+    """Hand the job to a detached supervisor; the job is ``running`` when this returns.
+
+    If this raises, the workload was not started (see ``Supervisor.hand_over``).
+    """
     from ._launch import take_supervisor
 
     return take_supervisor().hand_over(
         spec, lock_fd, lambda pid: write_state(spec.handle(), running_state(spec.job_id, pid))
     )
+
+
+def launch_new_job(spec: LaunchSpec) -> None:
+    """Launch a job directory just made by :func:`create_job`: all or nothing.
+
+    If the launch fails, the workload was never started and the directory is removed
+    again, so the caller gets an error and no job (a retry cannot run the command twice).
+    """
+    try:
+        with supervision_claim(spec.dir or spec.job_dir) as lock_fd:
+            assert lock_fd is not None  # a brand-new job directory
+            launch_detached_locked(spec, lock_fd)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        raise
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -295,6 +325,24 @@ def masked_env_view(meta: JobMeta) -> list[str]:
         f"{split_env_pair(pair)[0]}=***" if split_env_pair(pair)[0] in masked else pair
         for pair in meta.env_vars_runtime
     ]
+
+
+#: ``state.json`` ``reason`` of a job a :class:`~agent_exec.JobRunner` queued (its ``pid`` is
+#: the runner's process): the runner starts it in its turn, ``agent-exec start`` must not.
+QUEUED_REASON = "queued"
+
+
+def queued_by_live_runner(state: JobState) -> bool:
+    """A ``created`` job queued by a runner whose process still lives (it holds no lock
+    while queued: a queued job costs no file descriptor)."""
+    from ._store import pid_alive
+
+    return (
+        state.status is JobStatus.CREATED
+        and state.reason == QUEUED_REASON
+        and state.pid is not None
+        and pid_alive(state.pid)
+    )
 
 
 def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[JobDir, JobMeta]:
@@ -311,9 +359,19 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[JobDi
             if lock_fd is None or state.status is not JobStatus.CREATED:
                 shown = state.status.value if lock_fd is not None else "running"
                 raise InvalidState(f"job {given} is in '{shown}' state; only 'created' jobs can be started")
+            if queued_by_live_runner(state):
+                raise InvalidState(
+                    f"job {given} is queued by a JobRunner (pid {state.pid}); it starts in its turn"
+                )
             spec = launch_spec(job, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
             spec.auto_gc = auto_gc
-            launch_detached_locked(spec, lock_fd)
+            try:
+                launch_detached_locked(spec, lock_fd)
+            except BaseException:
+                # Not started: the job stays ``created`` (we still hold its lock).
+                with contextlib.suppress(OSError):
+                    write_state(job, state)
+                raise
     except BaseException:
         job.close()
         raise
@@ -327,7 +385,7 @@ class SupervisorWatch:
     """Wakes a waiter the moment a job's supervisor lets go of its lock (the job finished
     or the supervisor died), instead of polling ``state.json``."""
 
-    def __init__(self, job: JobDir) -> None:
+    def __init__(self, job: JobRef) -> None:
         import threading
 
         self._threading = threading
@@ -337,7 +395,10 @@ class SupervisorWatch:
 
     def _watch(self) -> None:
         try:
-            fd = self._job.open_file(LOCK_FILE, os.O_RDONLY)
+            if isinstance(self._job, JobDir):
+                fd = self._job.open_file(LOCK_FILE, os.O_RDONLY)
+            else:
+                fd = os.open(self._job / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return
         try:
@@ -355,8 +416,13 @@ class SupervisorWatch:
             self._released.clear()
             self._thread = None
         if self._thread is None:
-            self._thread = self._threading.Thread(target=self._watch, daemon=True)
-            self._thread.start()
+            thread = self._threading.Thread(target=self._watch, daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to spare (process limit): poll instead
+                time.sleep(max(0.0, min(timeout, 0.05)))
+                return False
+            self._thread = thread
         if timeout <= 0:
             return self._released.is_set()
         return self._released.wait(timeout)
@@ -430,6 +496,24 @@ def outcome_fields(state: JobState) -> dict[str, Any]:
         data["duration_ms"] = state.duration_ms
     if state.reason is not None:
         data["reason"] = state.reason
+    data.update(fault_fields(state))
+    return data
+
+
+def fault_fields(state: JobState) -> dict[str, Any]:
+    """Extension fields that only appear when something went wrong: ``output_dropped_bytes``
+    (output the logs could not take), ``supervisor_stopped_ms`` (see :class:`JobState`) and,
+    for a job whose supervisor is lost, ``workload_alive`` (whether its process group
+    provably still runs; omitted when that cannot be told)."""
+    data: dict[str, Any] = {}
+    if state.output_dropped_bytes:
+        data["output_dropped_bytes"] = state.output_dropped_bytes
+    if state.supervisor_stopped_ms is not None:
+        data["supervisor_stopped_ms"] = state.supervisor_stopped_ms
+    if state.reason == SUPERVISOR_LOST and state.workload is not None:
+        alive = group_alive(state.workload.pgid, state.workload.start_ticks)
+        if alive is not None:
+            data["workload_alive"] = alive
     return data
 
 
@@ -476,6 +560,7 @@ def status_data(root: Path, given: str) -> dict[str, Any]:
         data["signal"] = state.signal
     if state.reason is not None:
         data["reason"] = state.reason
+    data.update(fault_fields(state))
     return data
 
 
@@ -543,6 +628,7 @@ def wait_data(
             value = getattr(state, key)
             if value is not None:
                 data[key] = value
+        data.update(fault_fields(state))
     data.update(outputs)
     return data
 
@@ -565,12 +651,20 @@ def _kill(job_dir: JobDir, given: str, signum: int, requested: str, *, wait: boo
     if state.status is JobStatus.CREATED:
         raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")
     data: dict[str, Any] = {"job_id": job_id, "signal": requested}
-    if state.is_terminal:  # nothing to signal: report the recorded outcome
+    if state.is_terminal:
+        if state.reason == SUPERVISOR_LOST:  # the workload may have outlived its supervisor
+            data.update(_signal_orphan(state, signum))
         return _kill_outcome(data, state, 0) if wait else data
     started = time.monotonic()
-    if state.pid is not None:
-        # Before the workload exists the pid is the supervisor's, which passes it on.
-        signal_group(state.pid, signum)
+    if state.workload is None and state.pid is not None and job_dir.exists(LOCK_FILE):
+        # The pid is still the supervisor's (it passes catchable signals on, but not
+        # SIGKILL or SIGSTOP): wait briefly for the workload's own record.
+        state = _await_workload(job_dir, state, started + WORKLOAD_RECORD_PATIENCE)
+        if state.is_terminal:
+            return _kill_outcome(data, state, int((time.monotonic() - started) * 1000)) if wait else data
+    target = state.workload.pgid if state.workload is not None else state.pid
+    if target is not None:
+        signal_group(target, signum)
     if not wait:
         return data
     watch = SupervisorWatch(job_dir)
@@ -587,6 +681,43 @@ def _kill(job_dir: JobDir, given: str, signum: int, requested: str, *, wait: boo
     return _kill_outcome(data, state, int((time.monotonic() - started) * 1000))
 
 
+#: How long ``kill`` waits for a just-launched job to record its workload.
+WORKLOAD_RECORD_PATIENCE = 3.0
+
+
+def _await_workload(job_dir: JobDir, state: JobState, deadline: float) -> JobState:
+    while state.workload is None and not state.is_terminal and time.monotonic() < deadline:
+        time.sleep(0.005)
+        try:
+            state = read_state(job_dir)
+        except StateCorrupt:
+            break
+    return state
+
+
+def _signal_orphan(state: JobState, signum: int) -> dict[str, Any]:
+    """``kill`` on a job whose supervisor is lost: reach its process group only if it
+    provably is the job's (recorded identity, start time matching: never a reused pid).
+
+    Returns ``delivered`` and, when nothing was sent, ``delivery`` saying why.
+    """
+    identity = state.workload
+    if identity is None:
+        return {"delivered": False, "delivery": "workload_identity_unknown"}
+    alive = group_alive(identity.pgid, identity.start_ticks)
+    if alive is None:
+        return {"delivered": False, "delivery": "workload_identity_unproven"}
+    if not alive:
+        return {"delivered": False, "delivery": "workload_gone"}
+    try:
+        os.killpg(identity.pgid, signum)
+    except ProcessLookupError:
+        return {"delivered": False, "delivery": "workload_gone"}
+    except PermissionError:
+        return {"delivered": False, "delivery": "permission_denied"}
+    return {"delivered": True}
+
+
 def _kill_outcome(data: dict[str, Any], state: JobState, observed_ms: int) -> dict[str, Any]:
     data["state"] = state.status.value
     if state.exit_code is not None:
@@ -596,6 +727,7 @@ def _kill_outcome(data: dict[str, Any], state: JobState, observed_ms: int) -> di
     data["observed_within_ms"] = observed_ms
     if state.reason is not None:
         data["reason"] = state.reason
+    data.update(fault_fields(state))
     return data
 
 
@@ -661,6 +793,7 @@ def _summary(
         summary["updated_at"] = state.updated_at
         if state.reason is not None:
             summary["reason"] = state.reason
+        summary.update(fault_fields(state))
     summary["tags"] = meta.tags
     if state_filter is not None and summary["state"] != state_filter:
         return {}

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from ._errors import AgentExecError, ConfigError, InvalidSignal
 
 DEFAULT_WRAPPER = ("sh", "-lc")
+#: The library's shell for a command given as one string (``subprocess``'s ``shell=True``).
+LIBRARY_SHELL = ("sh", "-c")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -22,10 +24,49 @@ def parse_wrapper(text: str) -> list[str]:
 
 
 def build_argv(wrapper: Sequence[str], command: Sequence[str]) -> list[str]:
-    """One word is a shell string; several words are exec'd verbatim through the wrapper."""
+    """The argv to exec for ``command`` under ``wrapper`` (0.2.3 rules when there is one).
+
+    No wrapper (an empty one, the library's choice for an argv) execs ``command`` directly.
+    Through a wrapper, one word is a shell string; several words are exec'd verbatim.
+    """
+    if not wrapper:
+        return list(command)
     if len(command) == 1:
         return [*wrapper, command[0]]
     return [*wrapper, 'exec "$@"', "--", *command]
+
+
+def library_command(
+    command: Sequence[str] | str, shell_wrapper: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The library's command policy, Python's own (``subprocess``): ``(words, wrapper)``.
+
+    - a sequence is exec'd directly: no shell, ``PATH`` looked up in the job's environment
+      (so a venv or tool directory on the caller's ``PATH`` is found);
+    - a ``str`` runs through ``sh -c`` (not a login shell: Debian's profile resets ``PATH``);
+    - ``shell_wrapper`` (e.g. ``["bash", "-lc"]``) runs either through that wrapper instead,
+      with the CLI's rules for a sequence (one word is a shell string, several are exec'd
+      with ``exec "$@"``).
+
+    :raises ValueError: an empty command or wrapper.
+    """
+    if isinstance(command, str):
+        words = [command]
+        if not command.strip():
+            raise ValueError("command must not be empty")
+    else:
+        words = list(command)
+        if not words:
+            raise ValueError("command must not be empty")
+        if not all(isinstance(word, str) for word in words):
+            raise TypeError("command words must be str")
+    if shell_wrapper is not None:
+        # A string is split on whitespace, like ``--shell-wrapper "bash -lc"``.
+        wrapper = shell_wrapper.split() if isinstance(shell_wrapper, str) else list(shell_wrapper)
+        if not wrapper:
+            raise ValueError("shell_wrapper must not be empty")
+        return words, wrapper
+    return words, list(LIBRARY_SHELL) if isinstance(command, str) else []
 
 
 def split_env_pair(pair: str) -> tuple[str, str]:
@@ -61,8 +102,14 @@ def build_env(
     return env
 
 
-def resolve_signal(name: str) -> signal.Signals:
-    """Any signal name (``TERM``, ``SIGTERM``, ``term``) or number; else :class:`InvalidSignal`."""
+def resolve_signal(name: str | int) -> signal.Signals:
+    """Any signal name (``TERM``, ``SIGTERM``, ``term``), number or :class:`signal.Signals`;
+    else :class:`InvalidSignal`."""
+    if isinstance(name, int):
+        try:
+            return signal.Signals(name)
+        except ValueError:
+            raise InvalidSignal(str(name)) from None
     text = name.strip().upper()
     if text.isdigit():
         try:
@@ -93,3 +140,66 @@ def signal_group(pid: int, signum: int) -> bool:
         return False
     except PermissionError as exc:
         raise AgentExecError(f"failed to signal process {pid}: {exc.strerror}") from None
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, ... (field 3 on)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            raw = file.read()
+        return raw[raw.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or
+    ``None`` if it cannot be read. A reused pid has a later start time."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (ValueError, IndexError):
+        return None
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """Is a process other than a zombie in group ``pgid``? (Zombies of a group whose
+    supervisor is gone wait for init to reap them, and ``killpg(pgid, 0)`` counts them.)"""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if name.isdigit():
+            fields = _stat_fields(name)
+            if (
+                fields is not None
+                and len(fields) > 2
+                and fields[2] == b"%d" % pgid
+                and fields[0] not in (b"Z", b"X")
+            ):
+                return True
+    return False
+
+
+def group_alive(pgid: int, ticks: int | None) -> bool | None:
+    """Does the process group ``pgid`` of a workload that started at ``ticks`` still exist?
+
+    ``False`` if it provably does not (no process in it, or its pid now names a process
+    that started later: a pid is not reused while its group exists); ``None`` if it
+    cannot be told (no start time recorded, or the group belongs to another user).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return None
+    leader = _stat_fields(pgid)
+    if leader is not None and ticks is not None and len(leader) > 19 and leader[19] != b"%d" % ticks:
+        return False  # the pid is someone else's now, so our group is gone
+    if ticks is None:
+        return None
+    if leader is not None and leader[0] not in (b"Z", b"X"):
+        return True
+    return _group_has_live_member(pgid)

@@ -259,6 +259,7 @@ def _mark_lost(state: JobState) -> JobState:
         pid=state.pid,
         finished_at=now,
         reason=SUPERVISOR_LOST,
+        workload=state.workload,
     )
 
 
@@ -277,10 +278,15 @@ def read_state(job: JobRef) -> JobState:
         if state.status is not JobStatus.RUNNING:
             return state
         lost = _mark_lost(state)
-        with contextlib.suppress(OSError), supervision_claim(handle, patience=0.05) as fd:
-            if fd is not None:
-                current = read_state_raw(handle)
-                if current.status is not JobStatus.RUNNING:
-                    return current
-                write_state(handle, lost)
+        try:
+            with supervision_claim(handle, patience=0.05) as fd:
+                if fd is not None:
+                    current = read_state_raw(handle)
+                    if current.status is not JobStatus.RUNNING:
+                        return current
+                    write_state(handle, lost)
+        except OSError:
+            # Not persisted (full disk, read-only root): report it the same way on every
+            # read, dated by the last sign of life, not by the time of this read.
+            lost.finished_at = lost.updated_at = state.updated_at
         return lost

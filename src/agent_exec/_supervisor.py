@@ -8,10 +8,10 @@ supervisor process that ``agent-exec run`` forks (one ``anyio.run`` per job), an
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -19,28 +19,44 @@ import anyio.abc
 from ._models import JobState, JobStatus
 from ._notify import Notifier
 from ._process import signal_group
+from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
-from ._timeutil import now_ts
-from ._workload import DIR_MOVED, Started, exit_state, failed_state, start_workload
+from ._timeutil import format_ts, now_ts
+from ._workload import DIR_MOVED, Started, apply_output_drops, exit_state, failed_state, start_workload
 
 #: After the workload exits, how long to wait for its pipes to close (a background
 #: descendant may hold them open) before the terminal state is written regardless.
 DRAIN_TIMEOUT = 2.0
+#: A detached supervisor notes every ``HEARTBEAT`` seconds that its workload still runs;
+#: an exit seen more than ``STOP_GAP`` after the last note happened while the supervisor
+#: was stopped (SIGSTOP) or starved, at an unknown moment of that gap.
+HEARTBEAT = 0.25
+STOP_GAP = 1.0
 
 
-def _seconds_ceil(value: float) -> float:
-    return float(math.ceil(value)) if value > 0 else 0.0
+TerminalCallback = Callable[[JobState], None]
 
 
 class _Supervision:
     """State shared by the tasks supervising one workload."""
 
-    def __init__(self, spec: LaunchSpec, lock_fd: int | None, started_at: str) -> None:
+    def __init__(
+        self,
+        spec: LaunchSpec,
+        lock_fd: int | None,
+        started_at: str,
+        started: Started | None = None,
+        on_terminal: TerminalCallback | None = None,
+    ) -> None:
         self.spec = spec
+        self.on_terminal = on_terminal
         self.lock_fd = lock_fd
         self.started_at = started_at
+        self.started = started
+        self.reserve = started.reserve if started is not None else StateReserve.empty()
         self.pid: int | None = None
+        self.last_alive: float | None = None
         self.finished = False
         self.timed_out = False
         self.kill_deadline: float | None = None
@@ -59,25 +75,72 @@ class _Supervision:
             updated_at=now_ts(),
             started_at=self.started_at,
             pid=self.pid,
+            workload=self.started.identity if self.started is not None else None,
         )
 
     async def write_terminal(self, state: JobState) -> JobState:
-        """Record the terminal state (even while being cancelled), then let go of the lock."""
+        """Record the terminal state (even while being cancelled), then let go of the lock.
+
+        A failing write (full disk, no descriptor left) falls back on the job's reserve
+        and is retried for a while: the lock is held meanwhile, so no reader takes the
+        job for lost while its outcome is known. ``on_terminal`` learns the outcome right
+        then: an in-process waiter must not wait for a pending ``kill_after`` escalation or
+        the completion notifications.
+        """
         with anyio.CancelScope(shield=True):
             async with self.state_lock:
                 self.finished = True
-                write_state(self.spec.handle(), state)
+                deadline = anyio.current_time() + WRITE_PATIENCE
+                while True:
+                    try:
+                        self.reserve.write_state(self.spec.handle(), state)
+                        break
+                    except OSError:
+                        if anyio.current_time() >= deadline:
+                            self.reserve.release()
+                            if self.on_terminal is not None:
+                                self.on_terminal(state)
+                            raise
+                    await anyio.sleep(RETRY_EVERY)
         self.release_lock()
+        if self.on_terminal is not None:
+            self.on_terminal(state)
         return state
 
     async def refresh_progress(self, every: float) -> None:
-        """Touch ``updated_at`` every ``every`` seconds; never after the terminal write."""
+        """Touch ``updated_at`` every ``every`` seconds; never after the terminal write.
+
+        A refresh that cannot be written (full disk) is skipped, never fatal.
+        """
         while True:
             await anyio.sleep(every)
             async with self.state_lock:
                 if self.finished:
                     return
-                write_state(self.spec.handle(), self.running_state())
+                with contextlib.suppress(OSError):
+                    write_state(self.spec.handle(), self.running_state())
+
+    async def note_alive(self) -> None:
+        """The heartbeat: the last moment the workload was seen running."""
+        assert self.pid is not None
+        while True:
+            try:
+                exited = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # noqa: ASYNC222 - WNOHANG: never blocks
+            except ChildProcessError:
+                return
+            if exited is not None:
+                return
+            self.last_alive = time.monotonic()
+            await anyio.sleep(HEARTBEAT)
+
+    def bound_stop(self, state: JobState, started: Started, seen_at: float) -> None:
+        """If the exit was seen long after the last heartbeat (the supervisor was stopped),
+        record the last moment the workload was seen running and the uncertainty."""
+        if self.last_alive is None or seen_at - self.last_alive <= STOP_GAP:
+            return
+        state.duration_ms = max(0, int((self.last_alive - started.clock) * 1000))
+        state.finished_at = format_ts(time.time() - (time.monotonic() - self.last_alive))
+        state.supervisor_stopped_ms = int((seen_at - self.last_alive) * 1000)
 
     async def enforce_timeout(self, timeout: float, kill_after: float) -> None:
         """SIGTERM the process group at the deadline, SIGKILL it ``kill_after`` later."""
@@ -94,11 +157,26 @@ class _Supervision:
         the workload itself exited, so it is completed even once the job is finished."""
         if self.kill_deadline is None:
             return
-        await anyio.sleep_until(self.kill_deadline)
-        self.kill_deadline = None
         assert self.pid is not None
+        # Once the group is empty there is nobody left to kill: stop waiting (a runner
+        # leaving its block must not sit out a long ``kill_after`` for nothing).
+        delay = 0.05
+        while anyio.current_time() < self.kill_deadline and _group_exists(self.pid):
+            await anyio.sleep(min(delay, max(0.0, self.kill_deadline - anyio.current_time())))
+            delay = min(delay * 2, 1.0)
+        self.kill_deadline = None
         with contextlib.suppress(Exception):
-            signal_group(self.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)  # the group only: never a possibly reused bare pid
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 async def supervise(
@@ -106,12 +184,23 @@ async def supervise(
     *,
     lock_fd: int | None = None,
     started: Started | None = None,
+    stop_aware: bool = False,
     task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    on_terminal: TerminalCallback | None = None,
+    on_output: Callable[[], None] | None = None,
 ) -> JobState:
     """:func:`_supervise`, then close the job directory's descriptor (it is the
     supervisor's from the hand-over on)."""
     try:
-        return await _supervise(spec, lock_fd=lock_fd, started=started, task_status=task_status)
+        return await _supervise(
+            spec,
+            lock_fd=lock_fd,
+            started=started,
+            stop_aware=stop_aware,
+            task_status=task_status,
+            on_terminal=on_terminal,
+            on_output=on_output,
+        )
     finally:
         if spec.dir is not None:
             spec.dir.close()
@@ -123,7 +212,10 @@ async def _supervise(
     *,
     lock_fd: int | None,
     started: Started | None,
+    stop_aware: bool,
     task_status: anyio.abc.TaskStatus[int | None],
+    on_terminal: TerminalCallback | None,
+    on_output: Callable[[], None] | None,
 ) -> JobState:
     """Run the workload of ``spec`` to completion and return its terminal state.
 
@@ -135,6 +227,13 @@ async def _supervise(
 
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
     the detached supervisor's synchronous head start (see ``_launch``).
+
+    ``stop_aware`` (the detached supervisor) adds a heartbeat so that time the supervisor
+    spent stopped is not counted in ``duration_ms`` (see :meth:`_Supervision.bound_stop`).
+
+    ``on_terminal`` gets the terminal state as soon as it is written; ``on_output`` is
+    called after each chunk of output reaches the logs (in-process streaming readers wake
+    on it).
     """
     try:
         spec.handle()
@@ -152,7 +251,7 @@ async def _supervise(
         # between the spawn and the ``try`` below, so a spawned workload is always owned.
         outcome = start_workload(spec)
         if isinstance(outcome, str):
-            sup = _Supervision(spec, lock_fd, now_ts())
+            sup = _Supervision(spec, lock_fd, now_ts(), on_terminal=on_terminal)
             state = await sup.write_terminal(failed_state(spec, sup.started_at, outcome))
             task_status.started(None)
             await notifier.completion(state)
@@ -161,13 +260,13 @@ async def _supervise(
         adopted = False
     else:
         adopted = True
-    sup = _Supervision(spec, lock_fd, started.started_at)
+    sup = _Supervision(spec, lock_fd, started.started_at, started, on_terminal)
     try:
         sup.pid = started.process.pid
         if not adopted:  # start_workload recorded it running already
             task_status.started(started.process.pid)
         notifier.attach(started.writer)
-        state = await _supervise_running(sup, started, notifier)
+        state = await _supervise_running(sup, started, notifier, stop_aware, on_output)
     finally:
         started.close_pipes()
         sup.release_lock()
@@ -175,7 +274,13 @@ async def _supervise(
     return state
 
 
-async def _supervise_running(sup: _Supervision, started: Started, notifier: Notifier) -> JobState:
+async def _supervise_running(
+    sup: _Supervision,
+    started: Started,
+    notifier: Notifier,
+    stop_aware: bool,
+    on_output: Callable[[], None] | None = None,
+) -> JobState:
     spec = sup.spec
     process, pipes, writer = started.process, started.pipes, started.writer
     try:
@@ -185,18 +290,21 @@ async def _supervise_running(sup: _Supervision, started: Started, notifier: Noti
             async def pump_all() -> None:
                 async with anyio.create_task_group() as pumps:
                     for pipe in pipes:
-                        pumps.start_soon(pipe.pump, writer)
+                        pumps.start_soon(pipe.pump, writer, on_output)
                 pumps_done.set()
 
             tg.start_soon(pump_all)
             tg.start_soon(notifier.run)
             if spec.timeout_s > 0:
-                timeout, kill_after = _seconds_ceil(spec.timeout_s), _seconds_ceil(spec.kill_after_s)
-                remaining = max(0.0, timeout - (time.monotonic() - started.clock))
-                tg.start_soon(sup.enforce_timeout, remaining, kill_after)
+                # Exact (the library takes fractions of a second; the CLI whole seconds).
+                remaining = max(0.0, spec.timeout_s - (time.monotonic() - started.clock))
+                tg.start_soon(sup.enforce_timeout, remaining, max(0.0, spec.kill_after_s))
             if spec.progress_every_s > 0:
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
+            if stop_aware:
+                tg.start_soon(sup.note_alive)
             returncode = await process.wait()
+            seen_at = time.monotonic()
             duration_ms = started.duration_ms()
             with anyio.move_on_after(DRAIN_TIMEOUT):
                 await pumps_done.wait()
@@ -208,18 +316,33 @@ async def _supervise_running(sup: _Supervision, started: Started, notifier: Noti
             state = exit_state(
                 spec.job_id, sup.started_at, sup.pid, returncode, duration_ms, timed_out=sup.timed_out
             )
+            sup.bound_stop(state, started, seen_at)
+            apply_output_drops(state, writer)
+            state.workload = started.identity
             await sup.write_terminal(state)
             tg.cancel_scope.cancel()
-    except BaseException:
+    except BaseException as exc:
         with anyio.CancelScope(shield=True):
-            await _kill_and_record(sup, started)
+            await _kill_and_record(sup, started, exc)
         raise
     await sup.escalate()
     return state
 
 
-async def _kill_and_record(sup: _Supervision, started: Started) -> None:
-    """Teardown on cancellation: SIGKILL the group, reap, keep the output, record ``killed``."""
+def _why(exc: BaseException) -> str:
+    """``runner_cancelled`` for a cancellation, else ``supervisor_error: ...`` naming the failure."""
+    if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt | SystemExit):
+        return "runner_cancelled"
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _why(exc.exceptions[0])
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"supervisor_error: {exc.strerror}" + (f": {exc.filename}" if exc.filename is not None else "")
+    return f"supervisor_error: {type(exc).__name__}: {exc}"
+
+
+async def _kill_and_record(sup: _Supervision, started: Started, exc: BaseException) -> None:
+    """Teardown on cancellation or failure: SIGKILL the group, reap, keep the output, record
+    ``killed`` with the reason (``runner_cancelled``, or the supervisor's own error)."""
     if sup.finished:
         return
     process = started.process
@@ -234,6 +357,9 @@ async def _kill_and_record(sup: _Supervision, started: Started) -> None:
     with contextlib.suppress(OSError):
         started.writer.close()
     state = exit_state(sup.spec.job_id, sup.started_at, sup.pid, returncode, started.duration_ms())
-    state.reason = "runner_cancelled"
+    state.workload = started.identity
+    apply_output_drops(state, started.writer)
+    reason = _why(exc)
+    state.reason = reason if state.reason is None else f"{reason}; {state.reason}"
     with contextlib.suppress(OSError):
         await sup.write_terminal(state)
