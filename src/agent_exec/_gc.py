@@ -80,6 +80,7 @@ from ._gcfs import (
 from ._gcpolicy import GcEntry, GcPolicy, ScanRecord, Selection, cutoff_ts, is_older, select
 from ._models import JobStatus
 from ._paths import FILE_MODE, GC_LOCK_FILE, resolve_job
+from ._root import check_root
 from ._store import read_state
 from ._timeutil import parse_duration
 
@@ -330,7 +331,7 @@ def gc_command(
         "older_than_source": source,
     }
     result = GcResult()
-    if os.path.exists(root):  # a missing root is not an error, and skips duration validation
+    if check_root(root):  # a missing root is not an error, and skips duration validation
         policy = GcPolicy(parse_duration(text), max_jobs, max_bytes)
         now = time.time()
 
@@ -350,7 +351,7 @@ def auto_gc(root: Path, settings: dict[str, Any]) -> None:
     skipped silently. Problems are logged at warning level.
     """
     try:
-        if not settings.get("auto", True) or not os.path.isdir(root):
+        if not settings.get("auto", True) or not check_root(root):
             return
         try:
             lock_fd = os.open(
@@ -398,6 +399,7 @@ def delete_one(root: Path, given: str, *, dry_run: bool) -> dict[str, Any]:
     :raises InvalidState: the job is running (or its supervisor still holds it).
     :raises AgentExecError: the removal failed or the directory survived it.
     """
+    check_root(root)
     job_id, job_dir = resolve_job(root, given)
     try:
         status: JobStatus | None = read_state(job_dir).status
@@ -480,7 +482,7 @@ def delete_all(
                 counts["failed" if failed else "out_of_scope"] += 1
             jobs.append(_delete_entry(record.job_id, record.state, action, reason))
 
-    root_fd = open_root(root)
+    root_fd = open_root(root) if check_root(root) else None
     if root_fd is not None:
         try:
             _run(functools.partial(main, root_fd))

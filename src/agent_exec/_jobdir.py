@@ -234,11 +234,14 @@ class JobDir:
 def open_job(root: Path, given: str) -> JobDir:
     """Resolve a job id or unique prefix and open its directory.
 
+    :raises UnsafeRoot: the root could be changed by another user (see ``_root``).
     :raises JobNotFound: also when the entry is swapped for a symlink or file meanwhile.
     """
     from ._errors import JobNotFound
     from ._paths import resolve_job
+    from ._root import check_root
 
+    check_root(root)
     job_id, _ = resolve_job(root, given)
     try:
         return JobDir.open(root, job_id)

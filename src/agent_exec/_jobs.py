@@ -33,6 +33,7 @@ from ._paths import (
     new_job_id,
 )
 from ._process import DEFAULT_WRAPPER, group_alive, resolve_signal, signal_group, split_env_pair
+from ._root import check_root, ensure_root
 from ._spec import LaunchSpec
 from ._store import (
     SUPERVISOR_LOST,
@@ -195,10 +196,7 @@ def create_job_dir(
     If stdin cannot be materialised the whole directory is removed again: a failed
     ``run``/``create`` leaves nothing half-made behind.
     """
-    try:
-        root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    except OSError as exc:
-        raise StateCorrupt(f"failed to create jobs root {root}: {exc.strerror or exc}") from None
+    ensure_root(root)
     job_id = new_job_id(root)
     job_dir = root / job_id
     meta = JobMeta(
@@ -741,6 +739,7 @@ def list_data(
 ) -> dict[str, Any]:
     jobs: list[dict[str, Any]] = []
     skipped = 0
+    check_root(root)
     for entry in iter_job_dirs(root):
         try:
             job_dir = JobDir.open(root, entry.name)
