@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import InvalidState, InvalidTag, StateCorrupt, StdinTooLarge
+from ._errors import InvalidArgument, InvalidState, InvalidTag, StateCorrupt, StdinTooLarge
 from ._jobdir import JobDir, open_job
 from ._logs import ENCODING, read_head, read_tail
 from ._models import JobMeta, JobState, JobStatus, NotificationConfig
@@ -126,6 +126,55 @@ class JobDefinition:
 StdinSource = bytes | Path | IO[bytes] | None
 
 
+def require_text(value: str, what: str) -> str:
+    """``value`` if it is valid UTF-8, else :class:`InvalidArgument` naming ``what``.
+
+    POSIX allows any bytes but NUL in arguments, environment values and paths, and Python
+    carries undecodable ones as surrogates; a job's definition is recorded as JSON text,
+    which cannot hold them. They are refused up front, with where the bad byte is, rather
+    than stored altered (a command that is not what was asked for) or failing later.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = value[exc.start : exc.end].encode("utf-8", "surrogateescape")
+        raise InvalidArgument(
+            f"{what} is not valid UTF-8 (byte 0x{raw[:1].hex()} at offset {exc.start}): "
+            "agent-exec records jobs as JSON text, which cannot hold it"
+        ) from None
+    return value
+
+
+def _require_text_definition(definition: JobDefinition) -> None:
+    for index, word in enumerate(definition.command):
+        require_text(word, f"command word {index + 1}")
+    for word in definition.wrapper:
+        require_text(word, "the shell wrapper")
+    for pair in definition.env:
+        require_text(pair, f"--env {split_env_pair(pair)[0]!r}")
+    for path in definition.env_files:
+        require_text(path, "an --env-file path")
+    if definition.cwd is not None:
+        require_text(definition.cwd, "--cwd")
+    notification = definition.notification
+    if notification is not None:
+        for name, value in (
+            ("--notify-command", notification.notify_command),
+            ("--notify-file", notification.notify_file),
+        ):
+            if value is not None:
+                require_text(value, name)
+        match = notification.on_output_match
+        if match is not None:
+            for name, value in (
+                ("--output-pattern", match.pattern),
+                ("--output-command", match.command),
+                ("--output-file", match.file),
+            ):
+                if value is not None:
+                    require_text(value, name)
+
+
 def _materialise_stdin(job: JobDir, source: bytes | Path | IO[bytes], limit: int) -> None:
     fd = job.open_file(STDIN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
@@ -196,6 +245,7 @@ def create_job_dir(
     If stdin cannot be materialised the whole directory is removed again: a failed
     ``run``/``create`` leaves nothing half-made behind.
     """
+    _require_text_definition(definition)
     ensure_root(root)
     job_id = new_job_id(root)
     job_dir = root / job_id

@@ -44,7 +44,21 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def canonical_cwd(base: str | os.PathLike[str] | None = None) -> str:
-    """The cwd recorded for a job and compared by ``list``/``delete --all`` (exact string)."""
+    """The cwd recorded for a job and compared by ``list``/``delete --all`` (exact string).
+
+    Always valid text: a directory whose name is not valid UTF-8 is given with the bad
+    bytes replaced by U+FFFD (recorded for display and comparison only; a job started from
+    it runs in the real directory, which it inherits).
+    """
+    cwd = _canonical_cwd(base)
+    try:
+        cwd.encode("utf-8")
+    except UnicodeEncodeError:
+        return cwd.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return cwd
+
+
+def _canonical_cwd(base: str | os.PathLike[str] | None) -> str:
     if base is None:
         try:
             base = os.getcwd()

@@ -21,7 +21,14 @@ Result = tuple[str, dict[str, Any]]
 
 
 def _root(g: Params) -> Path:
-    return resolve_root(g["root"])
+    root = resolve_root(g["root"])
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:
+        from .._jobs import require_text
+
+        require_text(str(root), "the jobs root")
+    return root
 
 
 def _check_env(pairs: list[str]) -> list[str]:
@@ -110,7 +117,7 @@ def _gc_settings(p: Params, config: Any) -> Any:
 
 def cmd_run(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job_dir, launch_new_job, launch_spec, observe, run_data
+    from .._jobs import create_job_dir, launch_new_job, launch_spec, observe, require_text, run_data
 
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
     gc_settings = _gc_settings(p, config)
@@ -118,6 +125,8 @@ def cmd_run(p: Params, g: Params) -> Result:
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
+    if p["log"]:
+        require_text(p["log"], "--log")
     job_dir, meta = create_job_dir(root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"])
     with job_dir:
         spec = launch_spec(
@@ -146,7 +155,7 @@ def cmd_run(p: Params, g: Params) -> Result:
 
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job_dir, write_created_state
+    from .._jobs import create_job_dir, require_text, write_created_state
     from .._paths import STDERR_LOG, STDOUT_LOG
 
     wrapper = resolve_wrapper(
@@ -155,6 +164,9 @@ def cmd_create(p: Params, g: Params) -> Result:
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
+    if p["cwd"] is None:
+        # ``start`` runs the job in the recorded directory, which must then be exact.
+        require_text(_raw_cwd(), "the current directory (cd elsewhere or pass --cwd)")
     job_dir, meta = create_job_dir(
         root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"], persist_runtime_env=True
     )
@@ -166,6 +178,15 @@ def cmd_create(p: Params, g: Params) -> Result:
         "stdout_log_path": str(job_dir.path / STDOUT_LOG),
         "stderr_log_path": str(job_dir.path / STDERR_LOG),
     }
+
+
+def _raw_cwd() -> str:
+    import os
+
+    try:
+        return os.getcwd()
+    except OSError:
+        return "."
 
 
 def _no_config() -> Any:
