@@ -3,10 +3,10 @@
 A workload may fill the disk, or the descriptor table, right before it exits; the exit
 code must not be lost for it. Before the workload starts, its supervisor creates
 ``.state.reserve`` in the job directory: one page of real data (so the blocks are
-allocated) and an open descriptor. If the normal atomic write of the terminal
-``state.json`` fails, the record is written over the reserve's own bytes (no new block,
-no new descriptor needed) and the reserve is renamed over ``state.json``, which is just
-as atomic. Otherwise the reserve is removed.
+allocated) and an open descriptor. The terminal record is written over the reserve's own
+bytes (no new block, no new descriptor needed) and the reserve is renamed over
+``state.json``, which is just as atomic as a temporary file would be, and spares creating
+one (see :meth:`StateReserve.write_state`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._jobdir import JobDir
 
 RESERVE_FILE = ".state.reserve"
+_FSYNC = os.environ.get("AGENT_EXEC_FSYNC", "") not in ("", "0")
 #: One page: a terminal record is well under 1 KiB.
 RESERVE_SIZE = 4096
 #: If even the reserve cannot take the terminal record (a foreign filesystem error), how
@@ -58,20 +59,31 @@ class StateReserve:
         return reserve
 
     def write_state(self, job_dir: JobDir, state: JobState) -> None:
-        """Write ``state`` atomically, falling back on the reserve; release it once written.
+        """Write ``state`` atomically through the reserve; release it once written.
+
+        The reserve is the terminal record's temporary file: the record is written over
+        its bytes (allocated already, so even a full disk takes it) and the file renamed
+        over ``state.json``, as any atomic write does. That costs no file creation beyond
+        the reserve's own (a plain atomic write would create a second temporary file). If
+        the record does not fit or the reserve is gone, the plain atomic write is used.
 
         Raises the ``OSError`` if neither way worked (the reserve is kept for a retry).
         """
-        try:
-            write_state(job_dir, state)
-        except OSError:
-            data = dump_pretty(state.to_dict())
-            if self._fd < 0 or self._dir is None or len(data) > self._size:
-                raise
-            os.pwrite(self._fd, data, 0)
-            os.ftruncate(self._fd, len(data))
-            os.rename(RESERVE_FILE, STATE_FILE, src_dir_fd=self._dir.fd, dst_dir_fd=job_dir.fd)
-            self._dir = None  # it is state.json now
+        data = dump_pretty(state.to_dict())
+        if self._fd >= 0 and self._dir is not None and len(data) <= self._size:
+            try:
+                os.pwrite(self._fd, data, 0)
+                os.ftruncate(self._fd, len(data))
+                if _FSYNC:
+                    os.fsync(self._fd)
+                os.rename(RESERVE_FILE, STATE_FILE, src_dir_fd=self._dir.fd, dst_dir_fd=job_dir.fd)
+            except OSError:
+                pass
+            else:
+                self._dir = None  # it is state.json now
+                self.release()
+                return
+        write_state(job_dir, state)
         self.release()
 
     def write_state_patiently(self, job_dir: JobDir, state: JobState) -> None:
