@@ -76,6 +76,7 @@ from ._gcfs import (
     printable,
     remove_job,
     scan_one,
+    sweep_stale_builds,
 )
 from ._gcpolicy import GcEntry, GcPolicy, ScanRecord, Selection, cutoff_ts, is_older, select
 from ._models import JobStatus
@@ -231,6 +232,7 @@ async def collect(
                 result.jobs.append(GcEntry(record.job_id, record.state, "would_delete", reason, record.bytes))
                 result.freed_bytes += record.bytes
             return result
+        sweep_stale_builds(root_fd, now)
         names_to_remove = [record.job_id for record, _ in selection.selected]
         removals = await _remove_all(root_fd, names_to_remove, limiter, delete_limit)
     finally:

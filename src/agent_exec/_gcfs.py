@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,6 +304,27 @@ def list_root(root: Path, root_fd: int) -> tuple[list[str], int]:
     except OSError as exc:
         raise AgentExecError(f"failed to read root directory {root}: {os_error_text(exc)}") from None
     return names, unreadable
+
+
+#: A job directory still under its build name (``.tmp-<id>``) after this long was left by a
+#: launcher that died while making it: never a job, removed by ``gc``.
+STALE_BUILD_AGE = 3600.0
+
+
+def sweep_stale_builds(root_fd: int, now: float) -> None:
+    """Remove ``.tmp-<id>`` directories older than :data:`STALE_BUILD_AGE` (best effort)."""
+    try:
+        with os.scandir(root_fd) as entries:
+            names = [entry.name for entry in entries if entry.name.startswith(".tmp-")]
+    except OSError:
+        return
+    for name in names:
+        try:
+            info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode) and info.st_mtime < now - STALE_BUILD_AGE:
+                _remove_dir_at(root_fd, name)
+        except OSError:
+            continue
 
 
 def job_supervised(job_dir: Path) -> bool:

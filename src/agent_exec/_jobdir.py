@@ -66,14 +66,47 @@ def _write_all(fd: int, data: bytes) -> None:
 class JobDir:
     """One job directory, by descriptor; close it (or use ``with``) when done."""
 
-    __slots__ = ("fd", "ident", "name", "root")
+    __slots__ = ("building", "fd", "ident", "name", "root")
 
-    def __init__(self, root: Path, name: str, fd: int) -> None:
+    def __init__(self, root: Path, name: str, fd: int, *, building: str | None = None) -> None:
         self.root = root
         self.name = name
         self.fd = fd
+        #: While the directory is being made: its temporary name in the root (see :meth:`build`).
+        self.building = building
         info = os.fstat(fd)
         self.ident = (info.st_dev, info.st_ino)
+
+    @classmethod
+    def build(cls, root: Path, name: str) -> JobDir:
+        """A new job directory made under the temporary name ``.tmp-<name>``: invisible to
+        every reader (not a job name) until :meth:`publish` renames it into place, complete."""
+        building = f".tmp-{name}"
+        os.mkdir(root / building, 0o700)
+        try:
+            return cls(root, name, os.open(root / building, DIR_FLAGS), building=building)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.rmdir(root / building)
+            raise
+
+    def publish(self) -> None:
+        """Rename a directory made by :meth:`build` to ``<root>/<name>``: the job appears
+        whole, in one step."""
+        if self.building is not None:
+            os.rename(self.root / self.building, self.path)
+            self.building = None
+            if _FSYNC:
+                root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(root_fd)
+                finally:
+                    os.close(root_fd)
+
+    @property
+    def current_path(self) -> Path:
+        """Where the directory is now (its temporary name while being built)."""
+        return self.root / (self.building or self.name)
 
     @classmethod
     def open(cls, root: Path, name: str, *, root_fd: int | None = None) -> JobDir:

@@ -11,20 +11,21 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import InvalidArgument, InvalidState, InvalidTag, StateCorrupt, StdinTooLarge
+from ._errors import InvalidArgument, InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
 from ._jobdir import JobDir, open_job
 from ._logs import ENCODING, read_head, read_tail
 from ._models import JobMeta, JobState, JobStatus, NotificationConfig
 from ._paths import (
-    DIR_MODE,
     FILE_MODE,
     FULL_LOG,
     LOCK_FILE,
+    META_FILE,
+    STATE_FILE,
     STDERR_LOG,
     STDIN_FILE,
     STDOUT_LOG,
@@ -38,6 +39,7 @@ from ._spec import LaunchSpec
 from ._store import (
     SUPERVISOR_LOST,
     JobRef,
+    dump_pretty,
     held,
     read_meta,
     read_state,
@@ -238,12 +240,19 @@ def create_job_dir(
     persist_runtime_env: bool = False,
     mask_env: bool = True,
     precreate_logs: bool = True,
+    initial_state: Callable[[str], JobState] | None = None,
+    publish: bool = True,
 ) -> tuple[JobDir, JobMeta]:
-    """Create the job directory with ``meta.json``, ``stdin.bin`` and empty logs; return it
-    held by descriptor (the caller closes it) with the definition as written.
+    """Create the job directory with ``meta.json``, ``stdin.bin``, empty logs and (given
+    ``initial_state(job_id)``) ``state.json``; return it held by descriptor (the caller
+    closes it) with the definition as written.
 
-    If stdin cannot be materialised the whole directory is removed again: a failed
-    ``run``/``create`` leaves nothing half-made behind.
+    The directory is made complete under a temporary name and renamed into place once
+    (:meth:`JobDir.build`), so no reader ever sees a job without its records, and the files
+    are written directly (no temporary file and rename each: nobody can see them yet). With
+    ``publish=False`` the caller renames it (:meth:`JobDir.publish`) once the job is
+    launched. If anything fails, the directory is removed again: a failed ``run``/``create``
+    leaves nothing behind.
     """
     _require_text_definition(definition)
     ensure_root(root)
@@ -274,26 +283,39 @@ def create_job_dir(
         meta.extra["argv"] = build_argv(definition.wrapper, definition.command)
         meta.extra["shell"] = bool(definition.wrapper)
     try:
-        job_dir.mkdir(mode=DIR_MODE)
-        job = JobDir.open(root, job_id)
+        job = JobDir.build(root, job_id)
     except OSError as exc:
-        raise StateCorrupt(f"failed to create job directory {job_dir}: {exc.strerror or exc}") from None
+        raise IoError.from_os(exc, "failed to create job directory", job_dir) from None
     try:
         if stdin is not None:
             _materialise_stdin(job, stdin, stdin_max_bytes)
             meta.stdin_file = STDIN_FILE
-        write_meta(job, meta)
+        job.write_new(META_FILE, dump_pretty(meta.to_dict()))
         # The CLI pre-creates the logs (readers may look before the supervisor starts);
         # an in-process runner's supervisor creates them an instant later.
         for name in (STDOUT_LOG, STDERR_LOG, FULL_LOG) if precreate_logs else ():
             job.create_empty(name)
+        if initial_state is not None:
+            job.write_new(STATE_FILE, dump_pretty(initial_state(job_id).to_dict()))
+        if publish:
+            job.publish()
     except BaseException:
-        import shutil
-
-        job.close()
-        shutil.rmtree(job_dir, ignore_errors=True)
+        discard(job)
         raise
     return job, meta
+
+
+def discard(job: JobDir) -> None:
+    """Close and remove a job directory that never became a job (a failed launch)."""
+    import shutil
+
+    where = job.current_path
+    job.close()
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def created_state(job_id: str) -> JobState:
+    return JobState(job_id=job_id, status=JobStatus.CREATED, updated_at=now_ts())
 
 
 def write_created_state(job_dir: JobRef, job_id: str) -> JobState:
@@ -349,20 +371,28 @@ def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
     )
 
 
-def launch_new_job(spec: LaunchSpec) -> None:
-    """Launch a job directory just made by :func:`create_job`: all or nothing.
+def launch_new_job(spec: LaunchSpec, supervisor: Any = None) -> None:
+    """Launch a job directory just made by :func:`create_job_dir`: all or nothing.
 
-    If the launch fails, the workload was never started and the directory is removed
-    again, so the caller gets an error and no job (a retry cannot run the command twice).
+    A directory still being built (``publish=False``, its ``running`` record written) is
+    renamed into place at the hand-over, before the supervisor may start the workload. If
+    the launch fails, the workload was never started and the directory is removed again,
+    so the caller gets an error and no job (a retry cannot run the command twice).
     """
+    job = spec.dir
     try:
-        with supervision_claim(spec.dir or spec.job_dir) as lock_fd:
+        with supervision_claim(job or spec.job_dir) as lock_fd:
             assert lock_fd is not None  # a brand-new job directory
-            launch_detached_locked(spec, lock_fd)
+            if job is not None and job.building is not None:
+                from ._launch import take_supervisor
+
+                (supervisor or take_supervisor()).hand_over(spec, lock_fd, lambda pid: job.publish())
+            else:
+                launch_detached_locked(spec, lock_fd)
     except BaseException:
         import shutil
 
-        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        shutil.rmtree(job.current_path if job is not None else spec.job_dir, ignore_errors=True)
         raise
 
 

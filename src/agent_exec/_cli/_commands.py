@@ -117,7 +117,15 @@ def _gc_settings(p: Params, config: Any) -> Any:
 
 def cmd_run(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job_dir, launch_new_job, launch_spec, observe, require_text, run_data
+    from .._jobs import (
+        create_job_dir,
+        launch_new_job,
+        launch_spec,
+        observe,
+        require_text,
+        run_data,
+        running_state,
+    )
 
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
     gc_settings = _gc_settings(p, config)
@@ -127,7 +135,22 @@ def cmd_run(p: Params, g: Params) -> Result:
     stdin = _stdin_source(p)
     if p["log"]:
         require_text(p["log"], "--log")
-    job_dir, meta = create_job_dir(root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"])
+    from .._launch import take_supervisor
+
+    supervisor = take_supervisor()  # before anything exists: a failed fork leaves nothing
+    try:
+        # Built complete with its ``running`` record, published at the hand-over.
+        job_dir, meta = create_job_dir(
+            root,
+            definition,
+            stdin=stdin,
+            stdin_max_bytes=p["stdin_max_bytes"],
+            initial_state=lambda job_id: running_state(job_id, supervisor.pid),
+            publish=False,
+        )
+    except BaseException:
+        supervisor.cancel()
+        raise
     with job_dir:
         spec = launch_spec(
             job_dir,
@@ -137,7 +160,7 @@ def cmd_run(p: Params, g: Params) -> Result:
             full_log=Path(p["log"]) if p["log"] else None,
         )
         spec.auto_gc = gc_settings
-        launch_new_job(spec)
+        launch_new_job(spec, supervisor)
         wait, until, forever = _observation(p)
         state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
         data = run_data(
@@ -155,7 +178,7 @@ def cmd_run(p: Params, g: Params) -> Result:
 
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job_dir, require_text, write_created_state
+    from .._jobs import create_job_dir, created_state, require_text
     from .._paths import STDERR_LOG, STDOUT_LOG
 
     wrapper = resolve_wrapper(
@@ -168,10 +191,14 @@ def cmd_create(p: Params, g: Params) -> Result:
         # ``start`` runs the job in the recorded directory, which must then be exact.
         require_text(_raw_cwd(), "the current directory (cd elsewhere or pass --cwd)")
     job_dir, meta = create_job_dir(
-        root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"], persist_runtime_env=True
+        root,
+        definition,
+        stdin=stdin,
+        stdin_max_bytes=p["stdin_max_bytes"],
+        persist_runtime_env=True,
+        initial_state=created_state,
     )
-    with job_dir:
-        write_created_state(job_dir, meta.job_id)
+    job_dir.close()
     return "create", {
         "job_id": meta.job_id,
         "state": "created",
