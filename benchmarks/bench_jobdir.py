@@ -7,15 +7,17 @@ Each layout replays, in one process and without spawning anything, the exact seq
 file operations the store performs for one ``run`` (launcher + supervisor), ``--jobs``
 times into a fresh directory, and reports the median per-job cost of five rounds:
 
-- ``0.3.0``: the layout before this change: ``mkdir``, ``meta.json`` via temp + rename,
+- ``before``: the layout before this change: ``mkdir``, ``meta.json`` via temp + rename,
   three empty logs, ``supervisor.lock``, the launcher's ``running`` record via temp +
   rename, the supervisor's reserve page, its ``running`` record with the workload pid and
   the terminal record (temp + rename each), the reserve removed.
-- ``lean``: the directory is built under ``.tmp-<id>`` (``meta.json`` and the launcher's
-  ``state.json`` written directly: no reader can see them before the one ``rename`` that
-  publishes the directory), then the supervisor's writes as before.
-- ``lean, no lock file``: ``lean`` with the supervisor lock taken on the directory itself
-  instead of a ``supervisor.lock`` file (measured: not adopted, see the README).
+- ``reserve as terminal temp only``: the same, but the reserve page is the terminal
+  record's temporary file (written over, renamed onto ``state.json``).
+- ``adopted``: that, and the directory built under ``.tmp-<id>`` (``meta.json`` and the
+  launcher's ``state.json`` written directly: no reader can see them before the one
+  ``rename`` that publishes the directory).
+- ``adopted, lock on the directory``: with the supervisor lock taken on the directory
+  itself instead of a ``supervisor.lock`` file (not adopted, see the README).
 - floor: ``mkdir`` plus one file written, the least any job directory can cost.
 
 The tmpfs is mounted (and unmounted) by the script when run as root; otherwise pass
@@ -54,12 +56,26 @@ def _atomic(dir_fd: int, name: str, data: bytes) -> None:
     os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def _supervisor(dir_fd: int) -> None:
-    """The supervisor's part (same in every layout): reserve, running-with-pid, terminal."""
+def _old_supervisor(dir_fd: int) -> None:
+    """The supervisor's part before: reserve page, running-with-pid and terminal records
+    (temp + rename each), reserve removed."""
     _write(dir_fd, ".state.reserve", b" " * 4096)
     _atomic(dir_fd, "state.json", STATE)
     _atomic(dir_fd, "state.json", STATE)
     os.unlink(".state.reserve", dir_fd=dir_fd)
+
+
+def _lean_supervisor(dir_fd: int) -> None:
+    """The supervisor's part now: the reserve page is the terminal record's temp file."""
+    fd = os.open(".state.reserve", os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        os.write(fd, b" " * 4096)
+        _atomic(dir_fd, "state.json", STATE)
+        os.pwrite(fd, STATE, 0)
+        os.ftruncate(fd, len(STATE))
+        os.replace(".state.reserve", "state.json", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(fd)
 
 
 def old_layout(root: Path, job_id: str) -> None:
@@ -71,22 +87,28 @@ def old_layout(root: Path, job_id: str) -> None:
         for name in ("stdout.log", "stderr.log", "full.log", "supervisor.lock"):
             _write(fd, name, b"")
         _atomic(fd, "state.json", STATE)
-        _supervisor(fd)
+        _old_supervisor(fd)
     finally:
         os.close(fd)
 
 
-def _lean(root: Path, job_id: str, *, lock_file: bool) -> None:
-    building = root / f".tmp-{job_id}"
+def _lean(root: Path, job_id: str, *, lock_file: bool, build: bool = True) -> None:
+    building = root / (f".tmp-{job_id}" if build else job_id)
     os.mkdir(building, 0o700)
     fd = os.open(building, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _write(fd, "meta.json", META)
-        _write(fd, "state.json", STATE)
+        if build:
+            _write(fd, "meta.json", META)
+            _write(fd, "state.json", STATE)
+        else:
+            _atomic(fd, "meta.json", META)
         for name in ("stdout.log", "stderr.log", "full.log", *(("supervisor.lock",) if lock_file else ())):
             _write(fd, name, b"")
-        os.rename(building, root / job_id)
-        _supervisor(fd)
+        if build:
+            os.rename(building, root / job_id)
+        else:
+            _atomic(fd, "state.json", STATE)
+        _lean_supervisor(fd)
     finally:
         os.close(fd)
 
@@ -97,6 +119,10 @@ def lean_layout(root: Path, job_id: str) -> None:
 
 def lean_no_lock(root: Path, job_id: str) -> None:
     _lean(root, job_id, lock_file=False)
+
+
+def reserve_only(root: Path, job_id: str) -> None:
+    _lean(root, job_id, lock_file=True, build=False)
 
 
 def floor(root: Path, job_id: str) -> None:
@@ -111,9 +137,10 @@ def floor(root: Path, job_id: str) -> None:
 
 LAYOUTS: list[tuple[str, Callable[[Path, str], None], str]] = [
     ("floor: mkdir + 1 file", floor, "1 mkdir, 1 create"),
-    ("0.3.0 layout", old_layout, "1 mkdir, 10 creates, 4 renames, 1 unlink"),
-    ("lean (adopted)", lean_layout, "1 mkdir, 9 creates, 3 renames (1 of the dir), 1 unlink"),
-    ("lean, no lock file", lean_no_lock, "1 mkdir, 8 creates, 3 renames, 1 unlink"),
+    ("before (0.3.0 layout)", old_layout, "1 mkdir, 9 creates, 4 renames, 1 unlink"),
+    ("reserve as terminal temp only", reserve_only, "1 mkdir, 8 creates, 4 renames"),
+    ("adopted: build + rename, reserve as temp", lean_layout, "1 mkdir, 8 creates, 3 renames (1 of the dir)"),
+    ("adopted, lock on the directory", lean_no_lock, "1 mkdir, 7 creates, 3 renames (1 of the dir)"),
 ]
 
 
@@ -169,7 +196,8 @@ def main() -> None:
         shutil.rmtree(disk, ignore_errors=True)
     load = os.getloadavg()
     print(
-        f"per-job file work, median of 7 x {args.jobs} jobs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"per-job file work, median of 7 x {args.jobs} jobs;"
+        f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     columns = " | ".join(f"{where} us/job (x floor)" for where, _ in places)
     header = f"| layout | operations | {columns} |"

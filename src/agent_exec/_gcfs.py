@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from ._errors import AgentExecError, StateCorrupt
+from ._errors import IoError, StateCorrupt
 from ._gcpolicy import ScanRecord, may_be_candidate
 from ._jobdir import JobDir
 from ._models import JobMeta, JobState, JobStatus
@@ -285,7 +285,7 @@ def open_root(root: Path) -> int | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise AgentExecError(f"failed to read root directory {root}: {os_error_text(exc)}") from None
+        raise IoError.from_os(exc, "failed to read root directory", root) from None
 
 
 def list_root(root: Path, root_fd: int) -> tuple[list[str], int]:
@@ -302,7 +302,7 @@ def list_root(root: Path, root_fd: int) -> tuple[list[str], int]:
                 except OSError:
                     unreadable += 1
     except OSError as exc:
-        raise AgentExecError(f"failed to read root directory {root}: {os_error_text(exc)}") from None
+        raise IoError.from_os(exc, "failed to read root directory", root) from None
     return names, unreadable
 
 
