@@ -33,7 +33,7 @@ from ._paths import (
     iter_job_dirs,
     new_job_id,
 )
-from ._process import DEFAULT_WRAPPER, group_alive, resolve_signal, signal_group, split_env_pair
+from ._process import DEFAULT_WRAPPER, group_alive, split_env_pair
 from ._root import check_root, ensure_root
 from ._spec import LaunchSpec
 from ._store import (
@@ -390,10 +390,40 @@ def launch_new_job(spec: LaunchSpec, supervisor: Any = None) -> None:
             else:
                 launch_detached_locked(spec, lock_fd)
     except BaseException:
-        import shutil
-
-        shutil.rmtree(job.current_path if job is not None else spec.job_dir, ignore_errors=True)
+        if job is not None and job.building is not None:
+            discard(job)
+        else:
+            remove_new_job_dir(spec.job_dir)
         raise
+
+
+#: Every file a job directory can hold before its workload starts.
+_NEW_JOB_FILES = (
+    META_FILE,
+    STATE_FILE,
+    STDIN_FILE,
+    STDOUT_LOG,
+    STDERR_LOG,
+    FULL_LOG,
+    LOCK_FILE,
+    ".meta.lock",
+    ".state.reserve",
+)
+
+
+def remove_new_job_dir(job_dir: Path) -> None:
+    """Remove a job directory whose launch failed, even without a descriptor to spare
+    (``rmtree`` needs some; unlinking the known names by path needs none)."""
+    import shutil
+
+    shutil.rmtree(job_dir, ignore_errors=True)
+    if not os.path.lexists(job_dir):
+        return
+    for name in _NEW_JOB_FILES:
+        with contextlib.suppress(OSError):
+            os.unlink(job_dir / name)
+    with contextlib.suppress(OSError):
+        os.rmdir(job_dir)
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -544,6 +574,24 @@ def _observe(job_dir: JobDir, *, until: float, forever: bool) -> tuple[JobState,
             wake_at = min(wake_at, deadline)
         watch.wait(max(0.0, wake_at - time.monotonic()))
     return read_state(job_dir), int((time.monotonic() - start) * 1000)
+
+
+def observe_launched(
+    job_dir: JobRef, job_id: str, *, wait: bool, until: float, forever: bool
+) -> tuple[JobState, int]:
+    """:func:`observe` for a job this call has just launched (recorded ``running``).
+
+    Looking at the job can fail where launching it did not (no descriptor or thread to
+    spare): the caller must then still get the job, not an error that invites a retry
+    running the command twice. It is reported as it was recorded: ``running``.
+    """
+    start = time.monotonic()
+    try:
+        return observe(job_dir, wait=wait, until=until, forever=forever)
+    except (OSError, RuntimeError, StateCorrupt):
+        now = now_ts()
+        state = JobState(job_id=job_id, status=JobStatus.RUNNING, updated_at=now, started_at=now)
+        return state, int((time.monotonic() - start) * 1000)
 
 
 def output_fields(job_dir: JobRef, max_bytes: int) -> dict[str, Any]:
@@ -712,101 +760,10 @@ def wait_data(
 
 
 def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
-    """Signal a running job's process group and report what happened, truthfully.
+    """Moved to :func:`agent_exec._kill.kill_job` (kept here for callers of the old home)."""
+    from ._kill import kill_job as kill
 
-    Unlike upstream, no ``killed`` record is written on the job's behalf while its
-    supervisor lives: the supervisor records the real outcome once the process is gone.
-    """
-    signum = resolve_signal(signal_name)
-    requested = signal_name.strip().upper()
-    with open_job(root, given) as job:
-        return _kill(job, given, signum, requested, wait=wait)
-
-
-def _kill(job_dir: JobDir, given: str, signum: int, requested: str, *, wait: bool) -> dict[str, Any]:
-    job_id = job_dir.job_id
-    state = read_state(job_dir)
-    if state.status is JobStatus.CREATED:
-        raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")
-    data: dict[str, Any] = {"job_id": job_id, "signal": requested}
-    if state.is_terminal:
-        if state.reason == SUPERVISOR_LOST:  # the workload may have outlived its supervisor
-            data.update(_signal_orphan(state, signum))
-        return _kill_outcome(data, state, 0) if wait else data
-    started = time.monotonic()
-    if state.workload is None and state.pid is not None and job_dir.exists(LOCK_FILE):
-        # The pid is still the supervisor's (it passes catchable signals on, but not
-        # SIGKILL or SIGSTOP): wait briefly for the workload's own record.
-        state = _await_workload(job_dir, state, started + WORKLOAD_RECORD_PATIENCE)
-        if state.is_terminal:
-            return _kill_outcome(data, state, int((time.monotonic() - started) * 1000)) if wait else data
-    target = state.workload.pgid if state.workload is not None else state.pid
-    if target is not None:
-        signal_group(target, signum)
-    if not wait:
-        return data
-    watch = SupervisorWatch(job_dir)
-    deadline = started + 3.0
-    while True:
-        try:
-            state = read_state(job_dir)
-        except StateCorrupt:
-            break
-        remaining = deadline - time.monotonic()
-        if state.is_terminal or remaining <= 0:
-            break
-        watch.wait(remaining)
-    return _kill_outcome(data, state, int((time.monotonic() - started) * 1000))
-
-
-#: How long ``kill`` waits for a just-launched job to record its workload.
-WORKLOAD_RECORD_PATIENCE = 3.0
-
-
-def _await_workload(job_dir: JobDir, state: JobState, deadline: float) -> JobState:
-    while state.workload is None and not state.is_terminal and time.monotonic() < deadline:
-        time.sleep(0.005)
-        try:
-            state = read_state(job_dir)
-        except StateCorrupt:
-            break
-    return state
-
-
-def _signal_orphan(state: JobState, signum: int) -> dict[str, Any]:
-    """``kill`` on a job whose supervisor is lost: reach its process group only if it
-    provably is the job's (recorded identity, start time matching: never a reused pid).
-
-    Returns ``delivered`` and, when nothing was sent, ``delivery`` saying why.
-    """
-    identity = state.workload
-    if identity is None:
-        return {"delivered": False, "delivery": "workload_identity_unknown"}
-    alive = group_alive(identity.pgid, identity.start_ticks)
-    if alive is None:
-        return {"delivered": False, "delivery": "workload_identity_unproven"}
-    if not alive:
-        return {"delivered": False, "delivery": "workload_gone"}
-    try:
-        os.killpg(identity.pgid, signum)
-    except ProcessLookupError:
-        return {"delivered": False, "delivery": "workload_gone"}
-    except PermissionError:
-        return {"delivered": False, "delivery": "permission_denied"}
-    return {"delivered": True}
-
-
-def _kill_outcome(data: dict[str, Any], state: JobState, observed_ms: int) -> dict[str, Any]:
-    data["state"] = state.status.value
-    if state.exit_code is not None:
-        data["exit_code"] = state.exit_code
-    if state.signal is not None:
-        data["terminated_signal"] = state.signal
-    data["observed_within_ms"] = observed_ms
-    if state.reason is not None:
-        data["reason"] = state.reason
-    data.update(fault_fields(state))
-    return data
+    return kill(root, given, signal_name=signal_name, wait=wait)
 
 
 def list_data(

@@ -127,15 +127,16 @@ class LogWriter:
     def __init__(self, stdout_path: LogSource, stderr_path: LogSource, full_path: LogSource) -> None:
         if isinstance(full_path, Path):  # ``run --log PATH``: the user's own path
             full_path.parent.mkdir(parents=True, exist_ok=True)
-        fds: list[int] = []
+        opened: list[int] = []
         try:
-            fds.extend(_open_append(target) for target in (stdout_path, stderr_path, full_path))
-        except BaseException:
-            for fd in fds:
+            for target in (stdout_path, stderr_path, full_path):
+                opened.append(_open_append(target))  # noqa: PERF401 - keep what opened
+        except OSError:
+            for fd in opened:
                 os.close(fd)
             raise
-        self._fds = {"stdout": fds[0], "stderr": fds[1]}
-        self._full_fd = fds[2]
+        self._fds = {"stdout": opened[0], "stderr": opened[1]}
+        self._full_fd = opened[2]
         self._pending = {"stdout": b"", "stderr": b""}
         self._prefix_cache: tuple[int, bytes, bytes] = (-1, b"", b"")
         self.on_line: LineCallback | None = None

@@ -121,7 +121,7 @@ def cmd_run(p: Params, g: Params) -> Result:
         create_job_dir,
         launch_new_job,
         launch_spec,
-        observe,
+        observe_launched,
         require_text,
         run_data,
         running_state,
@@ -162,7 +162,7 @@ def cmd_run(p: Params, g: Params) -> Result:
         spec.auto_gc = gc_settings
         launch_new_job(spec, supervisor)
         wait, until, forever = _observation(p)
-        state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
+        state, waited_ms = observe_launched(job_dir, meta.job_id, wait=wait, until=until, forever=forever)
         data = run_data(
             meta.job_id,
             job_dir,
@@ -224,14 +224,14 @@ def _no_config() -> Any:
 
 def cmd_start(p: Params, g: Params) -> Result:
     from .._config import load_config
-    from .._jobs import masked_env_view, observe, run_data, start_created
+    from .._jobs import masked_env_view, observe_launched, run_data, start_created
 
     gc_settings = _gc_settings(p, load_config(None))
     clock = time.monotonic()
     job_dir, meta = start_created(_root(g), p["job_id"], auto_gc=gc_settings)
     with job_dir:
         wait, until, forever = _observation(p)
-        state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
+        state, waited_ms = observe_launched(job_dir, job_dir.job_id, wait=wait, until=until, forever=forever)
         data = run_data(
             job_dir.job_id,
             job_dir,
@@ -265,7 +265,7 @@ def cmd_wait(p: Params, g: Params) -> Result:
 
 
 def cmd_kill(p: Params, g: Params) -> Result:
-    from .._jobs import kill_job
+    from .._kill import kill_job
 
     return "kill", kill_job(_root(g), p["job_id"], signal_name=p["signal"], wait=not p["no_wait"])
 
