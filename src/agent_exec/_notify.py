@@ -393,6 +393,9 @@ class Notifier:
         self._stderr_path = str(spec.job_dir / STDERR_LOG)
         self._bounds = _Bounds.from_env(os.environ)
         self._meta_key: tuple[int, int, int] | None = None
+        #: The configuration last parsed, and the ``meta.json`` it was parsed from.
+        self._config: NotificationConfig | None = None
+        self._config_key: tuple[int, int, int] | None = None
         self._matcher: _Matcher | None = None
         self._writer: LogWriter | None = None
         self._queue: deque[_Match] = deque()
@@ -441,6 +444,7 @@ class Notifier:
         if not isinstance(data, dict):
             return
         config = NotificationConfig.from_dict(data.get("notification"))
+        self._config, self._config_key = config, key
         rule = config.on_output_match if config is not None else None
         if self._matcher is None or rule != self._matcher.config:
             self._matcher = _Matcher.compile(rule)
@@ -665,7 +669,23 @@ class Notifier:
             return JobMeta.from_dict(self.spec.meta)
         return read_meta(self.spec.handle())
 
+    def _surely_silent(self) -> bool:
+        """``meta.json`` is unchanged since it was parsed and asks for no completion sink:
+        skip re-reading it (most jobs, and the runner's thousands of short ones)."""
+        if self._config_key is None:
+            return False
+        try:
+            st = os.stat(META_FILE, dir_fd=self.spec.handle().fd, follow_symlinks=False)
+        except OSError:
+            return False
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != self._config_key:
+            return False
+        config = self._config
+        return config is None or (config.notify_command is None and config.notify_file is None)
+
     async def _complete(self, state: JobState) -> None:
+        if self._surely_silent():
+            return
         job = self.spec.handle()
         try:
             # ``notify set`` may have changed the configuration since the launch: the
