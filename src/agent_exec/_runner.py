@@ -3,7 +3,7 @@
 The runner writes every job to the same store, in the same format, as the CLI (so
 ``agent-exec status <id>`` sees them) and reads any job of the store. It decides *when* a
 job runs: at once, or queued in submission order under ``max_concurrency``. A queued job
-is a few hundred bytes in a deque: no task, no file descriptor. *How* a job runs is the
+is ~1.6 KiB in a deque: no task, no file descriptor. *How* a job runs is the
 launcher's business (:mod:`agent_exec._launcher`).
 """
 
@@ -307,7 +307,7 @@ class JobRunner:
             job._attach(lambda: False)
         job._dequeue = None
         try:
-            lock_fd = self._claim(job, spec, queued)
+            lock_fd = await self._claim(job, spec, queued)
         except OSError as exc:
             lock_fd = None
             await _fail(job, spec, f"spawn_failed: cannot open the supervisor lock: {exc.strerror or exc}")
@@ -331,7 +331,7 @@ class JobRunner:
             if guard is not None and started.pid is not None:
                 guard.remove(started.pid)
 
-    def _claim(self, job: Job, spec: LaunchSpec, queued: bool) -> int | None:
+    async def _claim(self, job: Job, spec: LaunchSpec, queued: bool) -> int | None:
         """The job's supervisor lock, taken now that its turn came. ``None`` if the job
         cannot be run by us: another starter took it (the handle then follows the store).
 
@@ -339,11 +339,14 @@ class JobRunner:
         """
         lock_fd = open_lock(spec.job_dir)
         try:
-            taken = try_lock_exclusive(lock_fd, patience=0.05)
+            taken = await _lock_patiently(lock_fd)
             if taken and queued and read_state_raw(spec.job_dir).status is not JobStatus.CREATED:
                 taken = False
         except Exception:
             taken = False
+        except BaseException:  # cancelled while waiting for the lock
+            os.close(lock_fd)
+            raise
         if not taken:
             os.close(lock_fd)
             job._detach()
@@ -375,7 +378,7 @@ class JobRunner:
             task_status.started()
             return None
         try:
-            if not try_lock_exclusive(lock_fd, patience=0.05):
+            if not await _lock_patiently(lock_fd):
                 task_status.started()
                 return None
             with anyio.CancelScope(shield=True):
@@ -479,6 +482,17 @@ class JobRunner:
         if isinstance(job, Job) and job._dequeue is not None:
             raise InvalidState(f"cannot delete job {given}: job is queued")
         await anyio.to_thread.run_sync(lambda: delete_one(self.root, given, dry_run=dry_run))
+
+
+async def _lock_patiently(lock_fd: int, patience: float = 0.05) -> bool:
+    """Take the supervisor lock; a reader may hold it shared for microseconds, so retry a
+    little, sleeping on the event loop (never ``time.sleep``: the loop must not block)."""
+    deadline = anyio.current_time() + patience
+    while not try_lock_exclusive(lock_fd):
+        if anyio.current_time() >= deadline:
+            return False
+        await anyio.sleep(0.002)
+    return True
 
 
 class _GuardedStart:
