@@ -16,7 +16,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ._logs import LogWriter
 from ._models import JobState, JobStatus, WorkloadIdentity
@@ -27,6 +26,9 @@ from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import format_ts, now_ts
 
+#: ``reason`` of a job whose directory was renamed or replaced (by whoever can write to the
+#: root) before its workload started: nothing is run for it.
+DIR_MOVED = "job_directory_moved"
 #: A detached supervisor notes every ``HEARTBEAT`` seconds that its workload still runs
 #: (see :func:`bound_stop`).
 HEARTBEAT = 0.25
@@ -225,10 +227,16 @@ def start_workload(spec: LaunchSpec) -> Started | str:
 
     Returns the running workload with its pipes, or the ``reason`` it could not start.
     """
-    job_dir = spec.job_dir
+    try:
+        job_dir = spec.handle()
+    except OSError as exc:
+        return f"{DIR_MOVED}: {spec.job_dir}: {exc.strerror or exc}"
+    if not job_dir.in_place():
+        return f"{DIR_MOVED}: {spec.job_dir} was moved or replaced before the workload started"
     reserve = StateReserve(job_dir)
     try:
-        writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, spec.full_log or job_dir / FULL_LOG)
+        fd = job_dir.fd
+        writer = LogWriter((fd, STDOUT_LOG), (fd, STDERR_LOG), spec.full_log or (fd, FULL_LOG))
     except OSError as exc:
         reserve.release()
         return f"spawn_failed: cannot open the logs: {exc.strerror or exc}"
@@ -255,10 +263,10 @@ def start_workload(spec: LaunchSpec) -> Started | str:
             if "PATH" not in env:
                 env["PATH"] = os.defpath
         if spec.stdin_file is not None:
-            stdin_path = Path(spec.stdin_file)
-            if not stdin_path.is_absolute():
-                stdin_path = job_dir / stdin_path
-            stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
+            if os.path.isabs(spec.stdin_file):
+                stdin_fd = os.open(spec.stdin_file, os.O_RDONLY | os.O_CLOEXEC)
+            else:
+                stdin_fd = job_dir.open_file(spec.stdin_file, os.O_RDONLY)
         started_at = now_ts()
         started_clock = time.monotonic()
         process = Workload(
