@@ -232,7 +232,7 @@ def restart_job(
     env_pairs = runtime_env(meta)
     try:
         return _restart_locked(job_id, job_dir, given, env_pairs, launch, signum, auto_gc, grace, patience)
-    except FileNotFoundError:
+    except (FileNotFoundError, StateCorrupt):
         # A delete/gc that won the race emptied the directory before the restart took hold.
         if not (job_dir / META_FILE).exists():
             raise JobNotFound(given) from None
