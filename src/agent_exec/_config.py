@@ -1,32 +1,56 @@
-"""``config.toml``: the shell wrapper and automatic-GC settings."""
+"""``config.toml``: the shell wrapper and automatic-GC settings.
+
+``run`` reads it on every call: plain classes (no ``dataclasses``) and ``tomllib``
+imported only when a config file exists.
+"""
 
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ._errors import ConfigError
 from ._process import DEFAULT_WRAPPER, parse_wrapper
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `run` imports this module on every call
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass
+
 class GcSettings:
-    auto: bool = True
-    older_than: str = "30d"
-    max_jobs: int | None = None
-    max_bytes: int | None = None
-    scan_limit: int = 200
-    delete_limit: int = 20
+    """The ``[gc]`` table: automatic garbage collection after each job."""
+
+    __slots__ = ("auto", "delete_limit", "max_bytes", "max_jobs", "older_than", "scan_limit")
+
+    def __init__(self) -> None:
+        self.auto = True
+        self.older_than = "30d"
+        self.max_jobs: int | None = None
+        self.max_bytes: int | None = None
+        self.scan_limit = 200
+        self.delete_limit = 20
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as the supervisor receives them (``LaunchSpec.auto_gc``)."""
+        return {
+            "auto": self.auto,
+            "older_than": self.older_than,
+            "max_jobs": self.max_jobs,
+            "max_bytes": self.max_bytes,
+            "scan_limit": self.scan_limit,
+            "delete_limit": self.delete_limit,
+        }
 
 
-@dataclass
 class Config:
-    path: Path | None = None
-    shell_unix: list[str] | None = None
-    gc: GcSettings = field(default_factory=GcSettings)
+    """A loaded config file (``path`` is None when there was none)."""
+
+    __slots__ = ("gc", "path", "shell_unix")
+
+    def __init__(self, path: Path | None = None, shell_unix: list[str] | None = None) -> None:
+        self.path = path
+        self.shell_unix = shell_unix
+        self.gc = GcSettings()
 
 
 def default_config_path() -> Path | None:
@@ -63,6 +87,8 @@ def load_config(explicit: str | None = None) -> Config:
         return Config(path=None)
     except OSError as exc:
         raise ConfigError(f"failed to read config file {path}: {exc.strerror or exc}") from None
+    import tomllib
+
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -22,7 +22,9 @@ the CLI report failures the same way::
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every CLI call imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "AgentExecError",

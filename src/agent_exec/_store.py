@@ -14,16 +14,18 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import orjson
-
+from ._codec import dumps_pretty, loads
 from ._errors import StateCorrupt
 from ._models import JobMeta, JobState, JobStatus
 from ._paths import FILE_MODE, LOCK_FILE, META_FILE, STATE_FILE
 from ._timeutil import now_ts
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: read commands import this module
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any
 
 SUPERVISOR_LOST = "supervisor_lost"
 #: Larger ``meta.json``/``state.json`` files are refused as corrupt (ours are a few KiB).
@@ -69,7 +71,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> Non
 
 def dump_pretty(data: Any) -> bytes:
     """Pretty JSON with 2-space indentation and no trailing newline (the state-file layout)."""
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2)
+    return dumps_pretty(data)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -99,8 +101,10 @@ def read_json(path: Path) -> Any:
     finally:
         os.close(fd)
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return loads(raw)
+    except ValueError as exc:  # JSONDecodeError, invalid UTF-8, NaN
+        if isinstance(exc, UnicodeDecodeError):
+            exc = ValueError(f"invalid UTF-8 at byte {exc.start}")
         raise StateCorrupt(f"failed to parse {path}: {exc}") from None
 
 

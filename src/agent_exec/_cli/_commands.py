@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from .._errors import InvalidArgument, StdinRequired
 from .._paths import canonical_cwd, resolve_root
 
-Params = dict[str, Any]
-Result = tuple[str, dict[str, Any]]
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every CLI call imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+    Params = dict[str, Any]
+    Result = tuple[str, dict[str, Any]]
 
 
 def _root(g: Params) -> Path:
@@ -75,6 +78,8 @@ def _definition(p: Params, wrapper: list[str]) -> Any:
 
 
 def _stdin_source(p: Params) -> Any:
+    from pathlib import Path
+
     if p["stdin_file"] is not None:
         return Path(p["stdin_file"])
     if p["stdin"] is None:
@@ -94,8 +99,6 @@ def _observation(p: Params) -> tuple[bool, int, bool]:
 
 
 def _gc_settings(p: Params, config: Any) -> Any:
-    import dataclasses
-
     settings = config.gc
     if p["no_auto_gc"] or not settings.auto:
         return None
@@ -105,10 +108,12 @@ def _gc_settings(p: Params, config: Any) -> Any:
         settings.max_jobs = p["auto_gc_max_jobs"]
     if p["auto_gc_max_bytes"] is not None:
         settings.max_bytes = p["auto_gc_max_bytes"]
-    return dataclasses.asdict(settings)
+    return settings.to_dict()
 
 
 def cmd_run(p: Params, g: Params) -> Result:
+    from pathlib import Path
+
     from .._config import load_config, resolve_wrapper
     from .._jobs import create_job, launch_detached_locked, launch_spec, observe, run_data
     from .._store import supervision_claim
@@ -194,26 +199,26 @@ def cmd_start(p: Params, g: Params) -> Result:
 
 
 def cmd_status(p: Params, g: Params) -> Result:
-    from .._jobs import status_data
+    from .._observe import status_data
 
     return "status", status_data(_root(g), p["job_id"])
 
 
 def cmd_tail(p: Params, g: Params) -> Result:
-    from .._jobs import tail_data
+    from .._observe import tail_data
 
     return "tail", tail_data(_root(g), p["job_id"], tail_lines=p["tail_lines"], max_bytes=p["max_bytes"])
 
 
 def cmd_wait(p: Params, g: Params) -> Result:
-    from .._jobs import wait_data
+    from .._observe import wait_data
 
     until = None if p["forever"] else float(p["until"])
     return "wait", wait_data(_root(g), p["job_id"], until=until, poll=p["poll"], max_bytes=p["max_bytes"])
 
 
 def cmd_kill(p: Params, g: Params) -> Result:
-    from .._jobs import kill_job
+    from .._observe import kill_job
 
     return "kill", kill_job(_root(g), p["job_id"], signal_name=p["signal"], wait=not p["no_wait"])
 
@@ -225,7 +230,7 @@ def _cwd_filter(p: Params) -> str | None:
 
 
 def cmd_list(p: Params, g: Params) -> Result:
-    from .._jobs import list_data
+    from .._observe import list_data
 
     return "list", list_data(
         _root(g), state_filter=p["state"], limit=p["limit"], cwd_filter=_cwd_filter(p), tag_patterns=p["tag"]
@@ -233,7 +238,7 @@ def cmd_list(p: Params, g: Params) -> Result:
 
 
 def cmd_ps(p: Params, g: Params) -> Result:
-    from .._jobs import list_data
+    from .._observe import list_data
 
     return "list", list_data(
         _root(g), state_filter="running", limit=p["limit"], cwd_filter=_cwd_filter(p), tag_patterns=p["tag"]

@@ -8,7 +8,9 @@ which is generated from the same table so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every CLI call imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 FLAG = "flag"  # switch, no value
 STR = "str"  # one string value
