@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     with temp_root() as base:
         env = bench_env(base / "cfg")
 
-        def measure(name: str, argv: list[str], target: float | None, check: Check) -> list[dict[str, object]]:
+        def measure(
+            name: str, argv: list[str], target: float | None, check: Check
+        ) -> list[dict[str, object]]:
             if args.only not in name:
                 return []
             floor_s, ours_s, results = median_pair(floor, [*cli, *argv], env=env, repeat=repeat)
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             return docs
 
         def one_job(root: Path) -> str:
-            proc = median_pair(floor, [*cli, "--root", str(root), "run", "--", "echo", "hi"], env=env, repeat=1)
+            proc = median_pair(
+                floor, [*cli, "--root", str(root), "run", "--", "echo", "hi"], env=env, repeat=1
+            )
             job_id = _doc(proc[2][-1].stdout).get("job_id")
             if not isinstance(job_id, str):
                 raise SystemExit(f"could not create a job in {root}: {proc[2][-1].stdout!r}")
