@@ -46,7 +46,6 @@ HEAVY = frozenset(
         "shutil",
         "tempfile",
         "socket",
-        "signal",
         "threading",
         "ast",
         "dis",
@@ -66,14 +65,15 @@ CORE = frozenset(
         "agent_exec._paths",
     }
 )
-READ = CORE | {"agent_exec._observe", "agent_exec._store", "agent_exec._logs", "agent_exec._timeutil"}
-LAUNCH = READ | {
+READ = CORE | {
     "agent_exec._jobs",
-    "agent_exec._config",
+    "agent_exec._store",
+    "agent_exec._logs",
+    "agent_exec._timeutil",
     "agent_exec._process",
     "agent_exec._spec",
-    "agent_exec._launch",
 }
+LAUNCH = READ | {"agent_exec._config", "agent_exec._launch"}
 
 
 class Budget(NamedTuple):
@@ -86,22 +86,20 @@ BUDGETS: dict[str, Budget] = {
     "status": Budget(lambda job: ["status", job], FRAMEWORKS | HEAVY, READ),
     "tail": Budget(lambda job: ["tail", job], FRAMEWORKS | HEAVY, READ),
     "wait": Budget(lambda job: ["wait", job], FRAMEWORKS | HEAVY, READ),
-    "kill": Budget(
-        lambda job: ["kill", job], FRAMEWORKS | HEAVY - {"signal"}, READ | {"agent_exec._process"}
-    ),
+    "kill": Budget(lambda job: ["kill", job], FRAMEWORKS | HEAVY, READ),
     "list": Budget(lambda job: ["list"], FRAMEWORKS | HEAVY, READ),
     "ps": Budget(lambda job: ["ps"], FRAMEWORKS | HEAVY, READ),
     # run/create/start hand the job to a detached supervisor over a socket pair (the
     # supervisor's own imports happen in its process, after the fork).
     "run": Budget(
         lambda job: ["run", "--", "true"],
-        FRAMEWORKS | HEAVY - {"socket", "signal", "threading"},
+        FRAMEWORKS | HEAVY - {"socket", "threading"},
         LAUNCH,
     ),
-    "create": Budget(lambda job: ["create", "--", "true"], FRAMEWORKS | HEAVY - {"signal"}, LAUNCH),
+    "create": Budget(lambda job: ["create", "--", "true"], FRAMEWORKS | HEAVY, LAUNCH),
     "start": Budget(
         lambda job: ["start", job],  # refused (the job is not 'created'): the path up to the check
-        FRAMEWORKS | HEAVY - {"socket", "signal", "threading"},
+        FRAMEWORKS | HEAVY - {"socket", "threading"},
         LAUNCH,
     ),
     "tag set": Budget(lambda job: ["tag", "set", job, "--tag", "a.b"], FRAMEWORKS, LAUNCH),

@@ -199,26 +199,26 @@ def cmd_start(p: Params, g: Params) -> Result:
 
 
 def cmd_status(p: Params, g: Params) -> Result:
-    from .._observe import status_data
+    from .._jobs import status_data
 
     return "status", status_data(_root(g), p["job_id"])
 
 
 def cmd_tail(p: Params, g: Params) -> Result:
-    from .._observe import tail_data
+    from .._jobs import tail_data
 
     return "tail", tail_data(_root(g), p["job_id"], tail_lines=p["tail_lines"], max_bytes=p["max_bytes"])
 
 
 def cmd_wait(p: Params, g: Params) -> Result:
-    from .._observe import wait_data
+    from .._jobs import wait_data
 
     until = None if p["forever"] else float(p["until"])
     return "wait", wait_data(_root(g), p["job_id"], until=until, poll=p["poll"], max_bytes=p["max_bytes"])
 
 
 def cmd_kill(p: Params, g: Params) -> Result:
-    from .._observe import kill_job
+    from .._jobs import kill_job
 
     return "kill", kill_job(_root(g), p["job_id"], signal_name=p["signal"], wait=not p["no_wait"])
 
@@ -230,7 +230,7 @@ def _cwd_filter(p: Params) -> str | None:
 
 
 def cmd_list(p: Params, g: Params) -> Result:
-    from .._observe import list_data
+    from .._jobs import list_data
 
     return "list", list_data(
         _root(g), state_filter=p["state"], limit=p["limit"], cwd_filter=_cwd_filter(p), tag_patterns=p["tag"]
@@ -238,7 +238,7 @@ def cmd_list(p: Params, g: Params) -> Result:
 
 
 def cmd_ps(p: Params, g: Params) -> Result:
-    from .._observe import list_data
+    from .._jobs import list_data
 
     return "list", list_data(
         _root(g), state_filter="running", limit=p["limit"], cwd_filter=_cwd_filter(p), tag_patterns=p["tag"]
