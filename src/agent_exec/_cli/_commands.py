@@ -115,8 +115,7 @@ def cmd_run(p: Params, g: Params) -> Result:
     from pathlib import Path
 
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, launch_detached_locked, launch_spec, observe, run_data
-    from .._store import supervision_claim
+    from .._jobs import create_job, launch_new_job, launch_spec, observe, run_data
 
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
     gc_settings = _gc_settings(p, config)
@@ -129,9 +128,7 @@ def cmd_run(p: Params, g: Params) -> Result:
         job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=Path(p["log"]) if p["log"] else None
     )
     spec.auto_gc = gc_settings
-    with supervision_claim(job_dir) as lock_fd:
-        assert lock_fd is not None  # a brand-new job directory
-        launch_detached_locked(spec, lock_fd)
+    launch_new_job(spec)
     wait, until, forever = _observation(p)
     state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
     data = run_data(
