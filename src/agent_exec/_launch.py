@@ -231,9 +231,9 @@ def _run_job(
         started = outcome
         holder.append(started)
         relay.started(started.process.pid)
-        returncode = _workload.drive_until_ready(started, ready_r)
-        if returncode is not None:
-            state = _finish_now(spec, started, returncode, lock_fd)
+        exited = _workload.drive_until_ready(started, ready_r)
+        if exited is not None:
+            state = _finish_now(spec, started, *exited, lock_fd)
             holder.clear()
             relay.finished()
             os.read(ready_r, 1)
@@ -323,16 +323,19 @@ def _matches_output(spec: LaunchSpec, read_meta: Callable[..., Any]) -> bool:
     return notification is not None and notification.on_output_match is not None
 
 
-def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: int | None) -> JobState:
+def _finish_now(
+    spec: LaunchSpec, started: Started, returncode: int, seen_at: float, lock_fd: int | None
+) -> JobState:
     """Terminal record of a workload that finished during the head start: logs complete
     first, then the state, then the lock (exactly the async supervisor's order)."""
-    from ._workload import apply_output_drops, exit_state
+    from ._workload import apply_output_drops, bound_stop, exit_state
 
     started.writer.close()
     started.close_pipes()
     state = exit_state(
         spec.job_id, started.started_at, started.process.pid, returncode, started.duration_ms()
     )
+    bound_stop(state, started, seen_at)
     state.workload = started.identity
     apply_output_drops(state, started.writer)
     started.reserve.write_state_patiently(spec.job_dir, state)

@@ -24,7 +24,13 @@ from ._process import build_argv, build_env, start_ticks
 from ._reserve import StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
-from ._timeutil import now_ts
+from ._timeutil import format_ts, now_ts
+
+#: A supervisor notes every ``HEARTBEAT`` seconds that its workload still runs; an exit
+#: seen more than ``STOP_GAP`` after the last note happened while the supervisor was
+#: stopped (SIGSTOP) or starved, at an unknown moment of that gap.
+HEARTBEAT = 0.25
+STOP_GAP = 1.0
 
 _READ_CHUNK = 1 << 20
 _BATCH_LIMIT = 4 << 20
@@ -137,6 +143,8 @@ class Started:
     clock: float
     reserve: StateReserve
     identity: WorkloadIdentity
+    #: The last moment the workload was seen running (the heartbeat; see :func:`bound_stop`).
+    last_alive: float | None = None
 
     def duration_ms(self) -> int:
         return int((time.monotonic() - self.clock) * 1000)
@@ -144,6 +152,17 @@ class Started:
     def close_pipes(self) -> None:
         for pipe in self.pipes:
             pipe.close()
+
+
+def bound_stop(state: JobState, started: Started, seen_at: float) -> None:
+    """If the exit was seen long after the last heartbeat (the supervisor was stopped),
+    record the last moment the workload was seen running and the uncertainty."""
+    last_alive = started.last_alive
+    if last_alive is None or seen_at - last_alive <= STOP_GAP:
+        return
+    state.duration_ms = max(0, int((last_alive - started.clock) * 1000))
+    state.finished_at = format_ts(time.time() - (time.monotonic() - last_alive))
+    state.supervisor_stopped_ms = int((seen_at - last_alive) * 1000)
 
 
 def failed_state(spec: LaunchSpec, started_at: str, reason: str) -> JobState:
@@ -272,13 +291,16 @@ def exit_state(
     return state
 
 
-def drive_until_ready(started: Started, ready_fd: int) -> int | None:
+def drive_until_ready(started: Started, ready_fd: int) -> tuple[int, float] | None:
     """Stream output and watch for the exit synchronously until ``ready_fd`` becomes
     readable (the event loop is available) or the workload has finished.
 
-    Returns the exit code once the workload exited and every pipe reached end of file;
-    ``None`` if the event loop is ready first (the caller then adopts the workload, and its
-    bounded drain deals with descendants that keep the pipes open).
+    Returns the exit code and the moment the exit was seen once the workload exited and
+    every pipe reached end of file; ``None`` if the event loop is ready first (the caller
+    then adopts the workload, and its bounded drain deals with descendants that keep the
+    pipes open). Meanwhile ``started.last_alive`` is the heartbeat, as the async
+    supervisor keeps it: a supervisor stopped during this head start does not count the
+    stop in the workload's duration either.
     """
     process = started.process
     with selectors.DefaultSelector() as selector:
@@ -287,10 +309,17 @@ def drive_until_ready(started: Started, ready_fd: int) -> int | None:
         if process.pidfd >= 0:
             selector.register(process.pidfd, selectors.EVENT_READ, "exit")
         selector.register(ready_fd, selectors.EVENT_READ, "ready")
+        seen_at: float | None = None
         while True:
-            if process.reap() and all(pipe.at_eof for pipe in started.pipes):
-                return process.returncode
-            for key, _ in selector.select(None if process.pidfd >= 0 else 0.01):
+            if process.reap():
+                if seen_at is None:
+                    seen_at = time.monotonic()
+                if all(pipe.at_eof for pipe in started.pipes):
+                    assert process.returncode is not None
+                    return process.returncode, seen_at
+            else:
+                started.last_alive = time.monotonic()
+            for key, _ in selector.select(HEARTBEAT if process.pidfd >= 0 else 0.01):
                 if key.data == "ready":
                     return None
                 if key.data == "exit":
