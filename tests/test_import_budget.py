@@ -86,7 +86,7 @@ BUDGETS: dict[str, Budget] = {
     "status": Budget(lambda job: ["status", job], FRAMEWORKS | HEAVY, READ),
     "tail": Budget(lambda job: ["tail", job], FRAMEWORKS | HEAVY, READ),
     "wait": Budget(lambda job: ["wait", job], FRAMEWORKS | HEAVY, READ),
-    "kill": Budget(lambda job: ["kill", job], FRAMEWORKS | HEAVY, READ),
+    "kill": Budget(lambda job: ["kill", job], FRAMEWORKS | HEAVY, READ | {"agent_exec._kill"}),
     "list": Budget(lambda job: ["list"], FRAMEWORKS | HEAVY, READ),
     "ps": Budget(lambda job: ["ps"], FRAMEWORKS | HEAVY, READ),
     # run/create/start hand the job to a detached supervisor over a socket pair (the

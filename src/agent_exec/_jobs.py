@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ._codec import BULK_THRESHOLD, use_orjson
-from ._errors import InvalidState, InvalidTag, StateCorrupt, StdinTooLarge
+from ._errors import InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
 from ._logs import ENCODING, file_size, read_head, read_tail
 from ._models import JobMeta, JobState, JobStatus, NotificationConfig
 from ._paths import (
@@ -21,6 +21,8 @@ from ._paths import (
     FILE_MODE,
     FULL_LOG,
     LOCK_FILE,
+    META_FILE,
+    STATE_FILE,
     STDERR_LOG,
     STDIN_FILE,
     STDOUT_LOG,
@@ -29,7 +31,7 @@ from ._paths import (
     new_job_id,
     resolve_job,
 )
-from ._process import DEFAULT_WRAPPER, group_alive, resolve_signal, signal_group, split_env_pair
+from ._process import DEFAULT_WRAPPER, group_alive, split_env_pair
 from ._spec import LaunchSpec
 from ._store import (
     SUPERVISOR_LOST,
@@ -101,7 +103,9 @@ def tags_match(patterns: Sequence[str], tags: Sequence[str]) -> bool:
 class JobDefinition:
     """What to run and how: the definition-time options of ``run``/``create``.
 
-    (A plain class, not a dataclass: ``run`` builds one on every call.)
+    ``wrapper`` empty: the command is exec'd directly (the library's argv policy).
+    ``record_argv``: record the exact argv exec'd (``meta.json`` ``argv`` and ``shell``),
+    for library jobs. (A plain class, not a dataclass: ``run`` builds one on every call.)
     """
 
     __slots__ = (
@@ -114,6 +118,7 @@ class JobDefinition:
         "mask",
         "notification",
         "progress_every_s",
+        "record_argv",
         "tags",
         "timeout_s",
         "wrapper",
@@ -128,11 +133,12 @@ class JobDefinition:
         inherit_env: bool = True,
         mask: list[str] | None = None,
         tags: list[str] | None = None,
-        timeout_s: int = 0,
-        kill_after_s: int = 0,
-        progress_every_s: int = 0,
+        timeout_s: float = 0,
+        kill_after_s: float = 0,
+        progress_every_s: float = 0,
         notification: NotificationConfig | None = None,
         wrapper: list[str] | None = None,
+        record_argv: bool = False,
     ) -> None:
         self.command = command
         self.cwd = cwd
@@ -146,6 +152,7 @@ class JobDefinition:
         self.progress_every_s = progress_every_s
         self.notification = notification
         self.wrapper: list[str] = list(DEFAULT_WRAPPER) if wrapper is None else wrapper
+        self.record_argv = record_argv
 
     def masked_env(self) -> list[str]:
         masked = set(self.mask)
@@ -205,7 +212,7 @@ def create_job(
     try:
         root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     except OSError as exc:
-        raise StateCorrupt(f"failed to create jobs root {root}: {exc.strerror or exc}") from None
+        raise IoError.from_os(exc, "failed to create jobs root", root) from None
     job_id = new_job_id(root)
     job_dir = root / job_id
     meta = JobMeta(
@@ -222,15 +229,20 @@ def create_job(
         tags=dedupe(definition.tags),
         inherit_env=definition.inherit_env,
         env_files=list(definition.env_files),
-        timeout_ms=definition.timeout_s * 1000,
-        kill_after_ms=definition.kill_after_s * 1000,
-        progress_every_ms=definition.progress_every_s * 1000,
+        timeout_ms=round(definition.timeout_s * 1000),
+        kill_after_ms=round(definition.kill_after_s * 1000),
+        progress_every_ms=round(definition.progress_every_s * 1000),
         shell_wrapper=list(definition.wrapper),
     )
+    if definition.record_argv:
+        from ._process import build_argv
+
+        meta.extra["argv"] = build_argv(definition.wrapper, definition.command)
+        meta.extra["shell"] = bool(definition.wrapper)
     try:
         job_dir.mkdir(mode=DIR_MODE)
     except OSError as exc:
-        raise StateCorrupt(f"failed to create job directory {job_dir}: {exc.strerror or exc}") from None
+        raise IoError.from_os(exc, "failed to create job directory", job_dir) from None
     try:
         if stdin is not None:
             _materialise_stdin(job_dir, stdin, stdin_max_bytes)
@@ -266,7 +278,8 @@ def launch_spec(
         job_id=meta.job_id,
         job_dir=job_dir,
         command=meta.command,
-        wrapper=meta.shell_wrapper or list(DEFAULT_WRAPPER),
+        # ``[]`` (not missing) is a library job's direct exec.
+        wrapper=meta.shell_wrapper if meta.shell_wrapper is not None else list(DEFAULT_WRAPPER),
         cwd=cwd,
         env_pairs=list(env_pairs),
         env_files=meta.env_files,
@@ -307,10 +320,37 @@ def launch_new_job(spec: LaunchSpec) -> None:
             assert lock_fd is not None  # a brand-new job directory
             launch_detached_locked(spec, lock_fd)
     except BaseException:
-        import shutil
-
-        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        remove_new_job_dir(spec.job_dir)
         raise
+
+
+#: Every file a job directory can hold before its workload starts.
+_NEW_JOB_FILES = (
+    META_FILE,
+    STATE_FILE,
+    STDIN_FILE,
+    STDOUT_LOG,
+    STDERR_LOG,
+    FULL_LOG,
+    LOCK_FILE,
+    ".meta.lock",
+    ".state.reserve",
+)
+
+
+def remove_new_job_dir(job_dir: Path) -> None:
+    """Remove a job directory whose launch failed, even without a descriptor to spare
+    (``rmtree`` needs some; unlinking the known names by path needs none)."""
+    import shutil
+
+    shutil.rmtree(job_dir, ignore_errors=True)
+    if not os.path.lexists(job_dir):
+        return
+    for name in _NEW_JOB_FILES:
+        with contextlib.suppress(OSError):
+            os.unlink(job_dir / name)
+    with contextlib.suppress(OSError):
+        os.rmdir(job_dir)
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -320,6 +360,24 @@ def masked_env_view(meta: JobMeta) -> list[str]:
         f"{split_env_pair(pair)[0]}=***" if split_env_pair(pair)[0] in masked else pair
         for pair in meta.env_vars_runtime
     ]
+
+
+#: ``state.json`` ``reason`` of a job a :class:`~agent_exec.JobRunner` queued (its ``pid`` is
+#: the runner's process): the runner starts it in its turn, ``agent-exec start`` must not.
+QUEUED_REASON = "queued"
+
+
+def queued_by_live_runner(state: JobState) -> bool:
+    """A ``created`` job queued by a runner whose process still lives (it holds no lock
+    while queued: a queued job costs no file descriptor)."""
+    from ._store import pid_alive
+
+    return (
+        state.status is JobStatus.CREATED
+        and state.reason == QUEUED_REASON
+        and state.pid is not None
+        and pid_alive(state.pid)
+    )
 
 
 def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, Path, JobMeta]:
@@ -332,6 +390,10 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, 
         if lock_fd is None or state.status is not JobStatus.CREATED:
             shown = state.status.value if lock_fd is not None else "running"
             raise InvalidState(f"job {given} is in '{shown}' state; only 'created' jobs can be started")
+        if queued_by_live_runner(state):
+            raise InvalidState(
+                f"job {given} is queued by a JobRunner (pid {state.pid}); it starts in its turn"
+            )
         spec = launch_spec(job_dir, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
         spec.auto_gc = auto_gc
         try:
@@ -427,6 +489,24 @@ def observe(job_dir: Path, *, wait: bool, until: float, forever: bool) -> tuple[
             wake_at = min(wake_at, deadline)
         watch.wait(max(0.0, wake_at - time.monotonic()))
     return read_state(job_dir), int((time.monotonic() - start) * 1000)
+
+
+def observe_launched(
+    job_dir: Path, job_id: str, *, wait: bool, until: float, forever: bool
+) -> tuple[JobState, int]:
+    """:func:`observe` for a job this call has just launched (recorded ``running``).
+
+    Looking at the job can fail where launching it did not (no descriptor or thread to
+    spare): the caller must then still get the job, not an error that invites a retry
+    running the command twice. It is reported as it was recorded: ``running``.
+    """
+    start = time.monotonic()
+    try:
+        return observe(job_dir, wait=wait, until=until, forever=forever)
+    except (OSError, RuntimeError, StateCorrupt):
+        now = now_ts()
+        state = JobState(job_id=job_id, status=JobStatus.RUNNING, updated_at=now, started_at=now)
+        return state, int((time.monotonic() - start) * 1000)
 
 
 def output_fields(job_dir: Path, max_bytes: int) -> dict[str, Any]:
@@ -587,96 +667,10 @@ def wait_data(
 
 
 def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
-    """Signal a running job's process group and report what happened, truthfully.
+    """Moved to :func:`agent_exec._kill.kill_job` (kept here for callers of the old home)."""
+    from ._kill import kill_job as kill
 
-    Unlike upstream, no ``killed`` record is written on the job's behalf while its
-    supervisor lives: the supervisor records the real outcome once the process is gone.
-    """
-    signum = resolve_signal(signal_name)
-    requested = signal_name.strip().upper()
-    job_id, job_dir = resolve_job(root, given)
-    state = read_state(job_dir)
-    if state.status is JobStatus.CREATED:
-        raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")
-    data: dict[str, Any] = {"job_id": job_id, "signal": requested}
-    if state.is_terminal:
-        if state.reason == SUPERVISOR_LOST:  # the workload may have outlived its supervisor
-            data.update(_signal_orphan(state, signum))
-        return _kill_outcome(data, state, 0) if wait else data
-    started = time.monotonic()
-    if state.workload is None and state.pid is not None and (job_dir / LOCK_FILE).exists():
-        # The pid is still the supervisor's (it passes catchable signals on, but not
-        # SIGKILL or SIGSTOP): wait briefly for the workload's own record.
-        state = _await_workload(job_dir, state, started + WORKLOAD_RECORD_PATIENCE)
-        if state.is_terminal:
-            return _kill_outcome(data, state, int((time.monotonic() - started) * 1000)) if wait else data
-    target = state.workload.pgid if state.workload is not None else state.pid
-    if target is not None:
-        signal_group(target, signum)
-    if not wait:
-        return data
-    watch = SupervisorWatch(job_dir)
-    deadline = started + 3.0
-    while True:
-        try:
-            state = read_state(job_dir)
-        except StateCorrupt:
-            break
-        remaining = deadline - time.monotonic()
-        if state.is_terminal or remaining <= 0:
-            break
-        watch.wait(remaining)
-    return _kill_outcome(data, state, int((time.monotonic() - started) * 1000))
-
-
-#: How long ``kill`` waits for a just-launched job to record its workload.
-WORKLOAD_RECORD_PATIENCE = 3.0
-
-
-def _await_workload(job_dir: Path, state: JobState, deadline: float) -> JobState:
-    while state.workload is None and not state.is_terminal and time.monotonic() < deadline:
-        time.sleep(0.005)
-        try:
-            state = read_state(job_dir)
-        except StateCorrupt:
-            break
-    return state
-
-
-def _signal_orphan(state: JobState, signum: int) -> dict[str, Any]:
-    """``kill`` on a job whose supervisor is lost: reach its process group only if it
-    provably is the job's (recorded identity, start time matching: never a reused pid).
-
-    Returns ``delivered`` and, when nothing was sent, ``delivery`` saying why.
-    """
-    identity = state.workload
-    if identity is None:
-        return {"delivered": False, "delivery": "workload_identity_unknown"}
-    alive = group_alive(identity.pgid, identity.start_ticks)
-    if alive is None:
-        return {"delivered": False, "delivery": "workload_identity_unproven"}
-    if not alive:
-        return {"delivered": False, "delivery": "workload_gone"}
-    try:
-        os.killpg(identity.pgid, signum)
-    except ProcessLookupError:
-        return {"delivered": False, "delivery": "workload_gone"}
-    except PermissionError:
-        return {"delivered": False, "delivery": "permission_denied"}
-    return {"delivered": True}
-
-
-def _kill_outcome(data: dict[str, Any], state: JobState, observed_ms: int) -> dict[str, Any]:
-    data["state"] = state.status.value
-    if state.exit_code is not None:
-        data["exit_code"] = state.exit_code
-    if state.signal is not None:
-        data["terminated_signal"] = state.signal
-    data["observed_within_ms"] = observed_ms
-    if state.reason is not None:
-        data["reason"] = state.reason
-    data.update(fault_fields(state))
-    return data
+    return kill(root, given, signal_name=signal_name, wait=wait)
 
 
 def list_data(

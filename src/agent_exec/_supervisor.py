@@ -8,10 +8,10 @@ supervisor process that ``agent-exec run`` forks (one ``anyio.run`` per job), an
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -25,6 +25,7 @@ from ._store import write_state
 from ._timeutil import now_ts
 from ._workload import (
     HEARTBEAT,
+    OutputPipe,
     Started,
     apply_output_drops,
     bound_stop,
@@ -38,17 +39,22 @@ from ._workload import (
 DRAIN_TIMEOUT = 2.0
 
 
-def _seconds_ceil(value: float) -> float:
-    return float(math.ceil(value)) if value > 0 else 0.0
+TerminalCallback = Callable[[JobState], None]
 
 
 class _Supervision:
     """State shared by the tasks supervising one workload."""
 
     def __init__(
-        self, spec: LaunchSpec, lock_fd: int | None, started_at: str, started: Started | None = None
+        self,
+        spec: LaunchSpec,
+        lock_fd: int | None,
+        started_at: str,
+        started: Started | None = None,
+        on_terminal: TerminalCallback | None = None,
     ) -> None:
         self.spec = spec
+        self.on_terminal = on_terminal
         self.lock_fd = lock_fd
         self.started_at = started_at
         self.started = started
@@ -80,7 +86,9 @@ class _Supervision:
 
         A failing write (full disk, no descriptor left) falls back on the job's reserve
         and is retried for a while: the lock is held meanwhile, so no reader takes the
-        job for lost while its outcome is known.
+        job for lost while its outcome is known. ``on_terminal`` learns the outcome right
+        then: an in-process waiter must not wait for a pending ``kill_after`` escalation or
+        the completion notifications.
         """
         with anyio.CancelScope(shield=True):
             async with self.state_lock:
@@ -93,9 +101,13 @@ class _Supervision:
                     except OSError:
                         if anyio.current_time() >= deadline:
                             self.reserve.release()
+                            if self.on_terminal is not None:
+                                self.on_terminal(state)
                             raise
                     await anyio.sleep(RETRY_EVERY)
         self.release_lock()
+        if self.on_terminal is not None:
+            self.on_terminal(state)
         return state
 
     async def refresh_progress(self, every: float) -> None:
@@ -112,8 +124,8 @@ class _Supervision:
                     write_state(self.spec.job_dir, self.running_state())
 
     async def note_alive(self, started: Started) -> None:
-        """The heartbeat: the last moment the workload was seen running (it goes on from
-        the one the synchronous head start kept, see ``_workload.drive_until_ready``)."""
+        """The heartbeat: the last moment the workload was seen running (see
+        :func:`~agent_exec._workload.bound_stop`)."""
         assert self.pid is not None
         while True:
             try:
@@ -140,11 +152,26 @@ class _Supervision:
         the workload itself exited, so it is completed even once the job is finished."""
         if self.kill_deadline is None:
             return
-        await anyio.sleep_until(self.kill_deadline)
-        self.kill_deadline = None
         assert self.pid is not None
+        # Once the group is empty there is nobody left to kill: stop waiting (a runner
+        # leaving its block must not sit out a long ``kill_after`` for nothing).
+        delay = 0.05
+        while anyio.current_time() < self.kill_deadline and _group_exists(self.pid):
+            await anyio.sleep(min(delay, max(0.0, self.kill_deadline - anyio.current_time())))
+            delay = min(delay * 2, 1.0)
+        self.kill_deadline = None
         with contextlib.suppress(Exception):
-            signal_group(self.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)  # the group only: never a possibly reused bare pid
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 async def supervise(
@@ -154,6 +181,8 @@ async def supervise(
     started: Started | None = None,
     stop_aware: bool = False,
     task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    on_terminal: TerminalCallback | None = None,
+    on_output: Callable[[], None] | None = None,
 ) -> JobState:
     """Run the workload of ``spec`` to completion and return its terminal state.
 
@@ -164,10 +193,14 @@ async def supervise(
     process group is killed and reaped and the job is recorded ``killed``.
 
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
-    the detached supervisor's synchronous head start (see ``_launch``).
+    the detached supervisor's synchronous head start (see ``_detached``).
 
     ``stop_aware`` (the detached supervisor) adds a heartbeat so that time the supervisor
-    spent stopped is not counted in ``duration_ms`` (see ``_workload.bound_stop``).
+    spent stopped is not counted in ``duration_ms`` (see :func:`~agent_exec._workload.bound_stop`).
+
+    ``on_terminal`` gets the terminal state as soon as it is written; ``on_output`` is
+    called after each chunk of output reaches the logs (in-process streaming readers wake
+    on it).
     """
     notifier = Notifier(spec)
     if started is None:
@@ -176,7 +209,7 @@ async def supervise(
         # between the spawn and the ``try`` below, so a spawned workload is always owned.
         outcome = start_workload(spec)
         if isinstance(outcome, str):
-            sup = _Supervision(spec, lock_fd, now_ts())
+            sup = _Supervision(spec, lock_fd, now_ts(), on_terminal=on_terminal)
             state = await sup.write_terminal(failed_state(spec, sup.started_at, outcome))
             task_status.started(None)
             await notifier.completion(state)
@@ -185,13 +218,13 @@ async def supervise(
         adopted = False
     else:
         adopted = True
-    sup = _Supervision(spec, lock_fd, started.started_at, started)
+    sup = _Supervision(spec, lock_fd, started.started_at, started, on_terminal)
     try:
         sup.pid = started.process.pid
         if not adopted:  # start_workload recorded it running already
             task_status.started(started.process.pid)
         notifier.attach(started.writer)
-        state = await _supervise_running(sup, started, notifier, stop_aware)
+        state = await _supervise_running(sup, started, notifier, stop_aware, on_output)
     finally:
         started.close_pipes()
         sup.release_lock()
@@ -200,32 +233,39 @@ async def supervise(
 
 
 async def _supervise_running(
-    sup: _Supervision, started: Started, notifier: Notifier, stop_aware: bool
+    sup: _Supervision,
+    started: Started,
+    notifier: Notifier,
+    stop_aware: bool,
+    on_output: Callable[[], None] | None = None,
 ) -> JobState:
     spec = sup.spec
     process, pipes, writer = started.process, started.pipes, started.writer
     try:
         async with anyio.create_task_group() as tg:
             pumps_done = anyio.Event()
+            pumping = len(pipes)
 
-            async def pump_all() -> None:
-                async with anyio.create_task_group() as pumps:
-                    for pipe in pipes:
-                        pumps.start_soon(pipe.pump, writer)
-                pumps_done.set()
+            async def pump(pipe: OutputPipe) -> None:
+                # Straight in ``tg`` (no task group of their own: one less per job).
+                nonlocal pumping
+                await pipe.pump(writer, on_output)
+                pumping -= 1
+                if not pumping:
+                    pumps_done.set()
 
-            tg.start_soon(pump_all)
+            for pipe in pipes:
+                tg.start_soon(pump, pipe)
             tg.start_soon(notifier.run)
             if spec.timeout_s > 0:
-                timeout, kill_after = _seconds_ceil(spec.timeout_s), _seconds_ceil(spec.kill_after_s)
-                remaining = max(0.0, timeout - (time.monotonic() - started.clock))
-                tg.start_soon(sup.enforce_timeout, remaining, kill_after)
+                # Exact (the library takes fractions of a second; the CLI whole seconds).
+                remaining = max(0.0, spec.timeout_s - (time.monotonic() - started.clock))
+                tg.start_soon(sup.enforce_timeout, remaining, max(0.0, spec.kill_after_s))
             if spec.progress_every_s > 0:
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
             if stop_aware:
                 tg.start_soon(sup.note_alive, started)
             returncode = await process.wait()
-            seen_at = time.monotonic()
             duration_ms = started.duration_ms()
             with anyio.move_on_after(DRAIN_TIMEOUT):
                 await pumps_done.wait()
@@ -237,8 +277,7 @@ async def _supervise_running(
             state = exit_state(
                 spec.job_id, sup.started_at, sup.pid, returncode, duration_ms, timed_out=sup.timed_out
             )
-            if stop_aware:
-                bound_stop(state, started, seen_at)
+            bound_stop(state, started)
             apply_output_drops(state, writer)
             state.workload = started.identity
             await sup.write_terminal(state)

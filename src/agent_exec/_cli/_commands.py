@@ -115,7 +115,7 @@ def cmd_run(p: Params, g: Params) -> Result:
     from pathlib import Path
 
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, launch_new_job, launch_spec, observe, run_data
+    from .._jobs import create_job, launch_new_job, launch_spec, observe_launched, run_data
 
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
     gc_settings = _gc_settings(p, config)
@@ -130,7 +130,7 @@ def cmd_run(p: Params, g: Params) -> Result:
     spec.auto_gc = gc_settings
     launch_new_job(spec)
     wait, until, forever = _observation(p)
-    state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
+    state, waited_ms = observe_launched(job_dir, job_id, wait=wait, until=until, forever=forever)
     data = run_data(
         job_id,
         job_dir,
@@ -146,7 +146,7 @@ def cmd_run(p: Params, g: Params) -> Result:
 
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, write_created_state
+    from .._jobs import create_job, remove_new_job_dir, write_created_state
     from .._paths import STDERR_LOG, STDOUT_LOG
 
     wrapper = resolve_wrapper(
@@ -158,7 +158,11 @@ def cmd_create(p: Params, g: Params) -> Result:
     job_id, job_dir, _ = create_job(
         root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"], persist_runtime_env=True
     )
-    write_created_state(job_dir, job_id)
+    try:
+        write_created_state(job_dir, job_id)
+    except BaseException:  # all or nothing: no job without its state
+        remove_new_job_dir(job_dir)
+        raise
     return "create", {
         "job_id": job_id,
         "state": "created",
@@ -175,13 +179,13 @@ def _no_config() -> Any:
 
 def cmd_start(p: Params, g: Params) -> Result:
     from .._config import load_config
-    from .._jobs import masked_env_view, observe, run_data, start_created
+    from .._jobs import masked_env_view, observe_launched, run_data, start_created
 
     gc_settings = _gc_settings(p, load_config(None))
     clock = time.monotonic()
     job_id, job_dir, meta = start_created(_root(g), p["job_id"], auto_gc=gc_settings)
     wait, until, forever = _observation(p)
-    state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
+    state, waited_ms = observe_launched(job_dir, job_id, wait=wait, until=until, forever=forever)
     data = run_data(
         job_id,
         job_dir,
@@ -215,7 +219,7 @@ def cmd_wait(p: Params, g: Params) -> Result:
 
 
 def cmd_kill(p: Params, g: Params) -> Result:
-    from .._jobs import kill_job
+    from .._kill import kill_job
 
     return "kill", kill_job(_root(g), p["job_id"], signal_name=p["signal"], wait=not p["no_wait"])
 
