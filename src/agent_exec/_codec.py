@@ -39,6 +39,9 @@ def _loaded() -> bool:
     return "orjson" in sys.modules
 
 
+_decoder: Any = None
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid JSON constant {name}")  # orjson refuses NaN/Infinity too
 
@@ -52,10 +55,13 @@ def loads(raw: bytes) -> Any:
         import orjson
 
         return orjson.loads(raw)
-    import json
+    global _decoder
+    if _decoder is None:  # one decoder for the process (json.loads with options makes one per call)
+        import json
 
+        _decoder = json.JSONDecoder(parse_constant=_reject_constant)
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return _decoder.decode(raw.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
