@@ -15,15 +15,24 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
+    from ._jobdir import JobDir
+
 
 class LaunchSpec:
-    """What to execute, where, with which environment, limits and log destination."""
+    """What to execute, where, with which environment, limits and log destination.
+
+    ``meta`` is ``meta.json`` as the launcher wrote it: the supervisor takes the job's
+    definition (command, cwd, notification) from here, never from a file someone could
+    replace. ``dir`` is the job directory held by descriptor; in a detached supervisor it
+    arrives over the hand-over socket (``SCM_RIGHTS``) next to the lock. Never serialised.
+    """
 
     __slots__ = (
         "auto_gc",
         "base_env",
         "command",
         "cwd",
+        "dir",
         "env_files",
         "env_pairs",
         "full_log",
@@ -31,6 +40,7 @@ class LaunchSpec:
         "job_dir",
         "job_id",
         "kill_after_s",
+        "meta",
         "progress_every_s",
         "stdin_file",
         "timeout_s",
@@ -54,6 +64,8 @@ class LaunchSpec:
         progress_every_s: float = 0,
         full_log: Path | None = None,
         auto_gc: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        dir: JobDir | None = None,
     ) -> None:
         self.job_id = job_id
         self.job_dir = job_dir
@@ -71,12 +83,23 @@ class LaunchSpec:
         self.full_log = full_log
         #: Automatic-GC settings to apply after the job (detached supervisors only).
         self.auto_gc = auto_gc
+        self.meta = meta
+        self.dir = dir
 
     def __repr__(self) -> str:
         return f"LaunchSpec(job_id={self.job_id!r}, command={self.command!r})"
 
+    def handle(self) -> JobDir:
+        """The job directory by descriptor (opened from ``job_dir`` on first use if the
+        launcher did not pass one)."""
+        if self.dir is None:
+            from ._jobdir import JobDir
+
+            self.dir = JobDir.open_path(self.job_dir)
+        return self.dir
+
     def to_json(self) -> bytes:
-        data = {name: getattr(self, name) for name in self.__slots__}
+        data = {name: getattr(self, name) for name in self.__slots__ if name != "dir"}
         data["job_dir"] = str(self.job_dir)
         data["full_log"] = str(self.full_log) if self.full_log else None
         data["base_env"] = dict(self.base_env) if self.base_env is not None else None

@@ -132,6 +132,23 @@ def test_a_full_disk_drops_output_but_keeps_the_job_and_its_exit_code(
     assert listed[0]["output_dropped_bytes"] == waited["output_dropped_bytes"]
 
 
+def test_the_log_writer_counts_what_a_full_device_refuses(tmp_path: Path) -> None:
+    """No mount needed: ``/dev/full`` refuses every write with ENOSPC."""
+    from agent_exec._logs import LogWriter
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this machine")
+    full = Path("/dev/full")
+    writer = LogWriter(full, tmp_path / "stderr.log", full)
+    writer.write("stdout", b"one\ntwo\npartial")
+    writer.write("stderr", b"kept\n")
+    writer.close()
+    assert writer.drops.raw_bytes == len(b"one\ntwo\npartial")
+    assert writer.drops.full_bytes > 0
+    assert writer.drops.reason() == "output_dropped: No space left on device"
+    assert (tmp_path / "stderr.log").read_bytes() == b"kept\n"
+
+
 @pytest.mark.parametrize("pause", ["", "sleep 1.5; "], ids=["head-start", "event-loop"])
 def test_a_job_that_ends_while_the_disk_is_full_keeps_its_exit_code(
     cli: Cli, small_fs: Path, pause: str
@@ -425,16 +442,21 @@ def _quote(word: str) -> str:
 
 def test_duration_does_not_count_time_the_supervisor_was_stopped(cli: Cli, root: Path) -> None:
     """Weakness: ``duration_ms``/``finished_at`` measured the supervisor, not the workload."""
-    job_id = doc(cli("run", "--no-wait", "--", "sleep 0.5"))["job_id"]
+    job_id = doc(cli("run", "--no-wait", "--", "sleep 2"))["job_id"]
     (supervisor,) = poll_until(lambda: find_supervisors(job_id))
-    poll_until(lambda: job_state(root, job_id).get("workload"))
-    time.sleep(0.1)  # let the supervisor settle in its event loop before it is stopped
+    workload = poll_until(lambda: job_state(root, job_id).get("workload", {}).get("pid"))
     os.kill(supervisor, signal.SIGSTOP)
     try:
-        time.sleep(2.5)  # the workload ends during the stop
+        if not pid_running(workload):
+            pytest.skip("the machine is too loaded: the 2 s job ended before its supervisor was stopped")
+        poll_until(lambda: not pid_running(workload), timeout=10)  # it ends during the stop
+        time.sleep(1.5)  # and the supervisor stays stopped a while longer
     finally:
         os.kill(supervisor, signal.SIGCONT)
     waited = doc(cli("wait", "--until", "10", job_id))
     assert waited["state"] == "exited", waited
-    assert waited["duration_ms"] < 2000, waited
-    assert 0 <= waited["supervisor_stopped_ms"] <= 3000, waited
+    assert waited["duration_ms"] < 3000, waited  # the truth is ~2000; the stop ended after >3500
+    if "supervisor_stopped_ms" in waited:  # no scheduler record: a bound, not a figure
+        assert waited["duration_ms"] + waited["supervisor_stopped_ms"] >= 1900, waited
+    else:  # from the scheduler's record of when the workload last ran
+        assert waited["duration_ms"] >= 1900, waited
