@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from typing import IO, Any
 
+    StdinSource = bytes | Path | IO[bytes] | None
+
 
 DEFAULT_MAX_BYTES = 65536
 #: How long ``run`` waits for completion after it first sees output (see :func:`observe`).
@@ -163,9 +165,6 @@ class JobDefinition:
             key, _ = split_env_pair(pair)
             shown.append(f"{key}=***" if key in masked else pair)
         return shown
-
-
-StdinSource = bytes | Path | IO[bytes] | None
 
 
 def require_text(value: str, what: str) -> str:
