@@ -72,8 +72,11 @@ READ = CORE | {
     "agent_exec._timeutil",
     "agent_exec._process",
     "agent_exec._spec",
+    "agent_exec._jobdir",
+    "agent_exec._root",
 }
 LAUNCH = READ | {"agent_exec._config", "agent_exec._launch"}
+GC = frozenset({"agent_exec._gc", "agent_exec._gcfs", "agent_exec._gcpolicy"})
 
 
 class Budget(NamedTuple):
@@ -110,8 +113,8 @@ BUDGETS: dict[str, Budget] = {
         LAUNCH | {"agent_exec._notify"},
     ),
     # the collector is async (bounded concurrency over many job directories).
-    "delete": Budget(lambda job: ["delete", "--dry-run", job], FRAMEWORKS - ASYNC, READ | {"agent_exec._gc"}),
-    "gc": Budget(lambda job: ["gc", "--dry-run"], FRAMEWORKS - ASYNC, READ | {"agent_exec._gc"}),
+    "delete": Budget(lambda job: ["delete", "--dry-run", job], FRAMEWORKS - ASYNC, READ | GC),
+    "gc": Budget(lambda job: ["gc", "--dry-run"], FRAMEWORKS - ASYNC, READ | GC),
     "schema": Budget(lambda job: ["schema"], FRAMEWORKS, CORE | {"agent_exec._schema"}),
 }
 UNBUDGETED = {
