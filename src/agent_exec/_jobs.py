@@ -538,14 +538,17 @@ class SupervisorWatch:
         self._released: Any = None
         self._thread: Any = None
 
-    def _watch(self) -> None:
+    def _open_lock(self) -> int | None:
+        """The lock file, opened by the caller's thread while the job directory is surely
+        open (a descriptor number read by another thread after a close could be reused)."""
         try:
             if isinstance(self._job, JobDir):
-                fd = self._job.open_file(LOCK_FILE, os.O_RDONLY)
-            else:
-                fd = os.open(self._job / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                return self._job.open_file(LOCK_FILE, os.O_RDONLY)
+            return os.open(self._job / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
-            return
+            return None
+
+    def _watch(self, fd: int) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -565,13 +568,18 @@ class SupervisorWatch:
             self._released.clear()
             self._thread = None
         if self._thread is None:
-            thread = threading.Thread(target=self._watch, daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:  # no thread to spare (process limit): poll instead
-                time.sleep(max(0.0, min(timeout, 0.05)))
-                return False
-            self._thread = thread
+            fd = self._open_lock()
+            if fd is None:
+                self._thread = False  # nothing to watch: the timeout decides
+            else:
+                thread = threading.Thread(target=self._watch, args=(fd,), daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to spare (process limit): poll instead
+                    os.close(fd)
+                    time.sleep(max(0.0, min(timeout, 0.05)))
+                    return False
+                self._thread = thread
         if timeout <= 0:
             return bool(self._released.is_set())
         return bool(self._released.wait(timeout))

@@ -93,6 +93,17 @@ def job_state(root: Path, job_id: str) -> dict[str, Any]:
     return orjson.loads((root / job_id / "state.json").read_bytes())  # type: ignore[no-any-return]
 
 
+def the_supervisor(job_id: str) -> int:
+    """The job's supervisor pid (a workload between fork and exec briefly shares its title)."""
+
+    def single() -> list[int] | None:
+        pids = find_supervisors(job_id)
+        return pids if len(pids) == 1 else None
+
+    found: list[int] = poll_until(single)
+    return found[0]
+
+
 def group_gone(pgid: int) -> bool:
     return not processes_in_group(pgid) and not pid_running(pgid)
 
@@ -203,7 +214,7 @@ def test_a_lost_supervisor_whose_repair_cannot_be_saved_reads_the_same_each_time
     run = doc(on(small_fs, cli, "run", "--no-wait", "--", "sleep 30"))
     job_id = run["job_id"]
     jobs = small_fs / "jobs"
-    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
+    supervisor = the_supervisor(job_id)
     workload = poll_until(lambda: job_state(jobs, job_id).get("workload", {}).get("pgid"))
     reaper.append(workload)
     fill(small_fs)
@@ -320,7 +331,7 @@ def test_kill_reaches_the_workload_of_a_lost_supervisor(cli: Cli, root: Path, re
     """Defect 8 (and issue 11): ``kill`` on ``failed/supervisor_lost`` used to answer ok and
     send nothing. Now the group is reached when it provably is the job's."""
     job_id = doc(cli("run", "--no-wait", "--", "sleep 60 & sleep 60; wait"))["job_id"]
-    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
+    supervisor = the_supervisor(job_id)
     pgid = poll_until(lambda: job_state(root, job_id).get("workload", {}).get("pgid"))
     reaper.append(pgid)
     os.kill(supervisor, signal.SIGKILL)
@@ -338,7 +349,7 @@ def test_kill_reaches_the_workload_of_a_lost_supervisor(cli: Cli, root: Path, re
 def test_kill_never_signals_a_reused_pid(cli: Cli, root: Path, reaper: list[int]) -> None:
     """The recorded start time must match: a process that now has the job's pid is left alone."""
     job_id = doc(cli("run", "--no-wait", "--", "sleep 60"))["job_id"]
-    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
+    supervisor = the_supervisor(job_id)
     poll_until(lambda: job_state(root, job_id).get("workload"))
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     reaper.append(stranger.pid)
@@ -443,7 +454,7 @@ def _quote(word: str) -> str:
 def test_duration_does_not_count_time_the_supervisor_was_stopped(cli: Cli, root: Path) -> None:
     """Weakness: ``duration_ms``/``finished_at`` measured the supervisor, not the workload."""
     job_id = doc(cli("run", "--no-wait", "--", "sleep 2"))["job_id"]
-    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
+    supervisor = the_supervisor(job_id)
     workload = poll_until(lambda: job_state(root, job_id).get("workload", {}).get("pid"))
     os.kill(supervisor, signal.SIGSTOP)
     try:
