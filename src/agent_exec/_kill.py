@@ -13,7 +13,7 @@ import time
 
 from ._errors import InvalidState, StateCorrupt
 from ._jobdir import JobDir, open_job
-from ._jobs import SupervisorWatch, fault_fields
+from ._jobs import PollingWatch, SupervisorWatch, Watch, fault_fields
 from ._models import JobState, JobStatus
 from ._paths import LOCK_FILE
 from ._process import group_alive, resolve_signal, signal_group
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
+def kill_job(
+    root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True, polling: bool = False
+) -> dict[str, Any]:
     """Signal a running job's process group and report what happened, truthfully.
 
     Unlike upstream, no ``killed`` record is written on the job's behalf while its
@@ -34,10 +36,12 @@ def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = 
     signum = resolve_signal(signal_name)
     requested = signal_name.strip().upper()
     with open_job(root, given) as job_dir:
-        return _kill(job_dir, given, signum, requested, wait=wait)
+        return _kill(job_dir, given, signum, requested, wait=wait, polling=polling)
 
 
-def _kill(job_dir: JobDir, given: str, signum: int, requested: str, *, wait: bool) -> dict[str, Any]:
+def _kill(
+    job_dir: JobDir, given: str, signum: int, requested: str, *, wait: bool, polling: bool
+) -> dict[str, Any]:
     job_id = job_dir.job_id
     state = read_state(job_dir)
     if state.status is JobStatus.CREATED:
@@ -59,7 +63,8 @@ def _kill(job_dir: JobDir, given: str, signum: int, requested: str, *, wait: boo
         signal_group(target, signum)
     if not wait:
         return data
-    watch = SupervisorWatch(job_dir)
+    # Long-lived hosts (serve, mcp) probe the lock instead of parking a thread on it.
+    watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
     deadline = started + 3.0
     while True:
         try:
