@@ -17,7 +17,8 @@ the CLI report failures the same way::
     ├── InvalidDuration             internal_error     (bad GC duration, as upstream)
     ├── ConfigError                 internal_error
     ├── StateCorrupt                internal_error     (unreadable meta.json/state.json)
-    └── RunnerClosed                internal_error     (JobRunner used outside its context)
+    ├── RunnerClosed                internal_error     (JobRunner used outside its context)
+    └── BackendUnavailable          backend_unavailable (extension: Ray not installed / head unreachable)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 __all__ = [
     "AgentExecError",
     "AmbiguousJobId",
+    "BackendUnavailable",
     "ConfigError",
     "InvalidArgument",
     "InvalidDuration",
@@ -158,3 +160,15 @@ class InvalidArgument(AgentExecError):
     """A value passed the command-line grammar but is not usable (e.g. ``--env =x``)."""
 
     code = "invalid_argument"
+
+
+class BackendUnavailable(AgentExecError):
+    """A job backend cannot be used: its package is not installed (``agent-exec[ray]``) or
+    its service does not answer within the connect timeout (``retryable`` tells which;
+    the error document keeps ``retryable: false`` as the 0.2.3 contract has it)."""
+
+    code = "backend_unavailable"
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -158,8 +158,12 @@ def create_job(
     persist_runtime_env: bool = False,
     mask_env: bool = True,
     precreate_logs: bool = True,
+    backend: dict[str, Any] | None = None,
 ) -> tuple[str, Path, JobMeta]:
     """Create the job directory with ``meta.json``, ``stdin.bin`` and empty logs.
+
+    ``backend`` is recorded in ``meta.json`` for a job that does not run locally
+    (``{"kind": "ray", "address": ...}``).
 
     If stdin cannot be materialised the whole directory is removed again: a failed
     ``run``/``create`` leaves nothing half-made behind.
@@ -189,6 +193,8 @@ def create_job(
         progress_every_ms=definition.progress_every_s * 1000,
         shell_wrapper=list(definition.wrapper),
     )
+    if backend is not None:
+        meta.extra["backend"] = backend
     try:
         job_dir.mkdir(mode=DIR_MODE)
     except OSError as exc:
@@ -276,7 +282,16 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, 
             raise InvalidState(f"job {given} is in '{shown}' state; only 'created' jobs can be started")
         spec = launch_spec(job_dir, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
         spec.auto_gc = auto_gc
-        launch_detached_locked(spec, lock_fd)
+        from ._backends import backend_record
+
+        record = backend_record(meta)
+        if record is not None:  # a Ray job: submit it, hand it to its detached watcher
+            from ._backends.ray_cli import launch_on_ray, ray_client_for
+
+            address = str(record.get("address", ""))
+            launch_on_ray(ray_client_for(address), address, spec, meta, lock_fd)
+        else:
+            launch_detached_locked(spec, lock_fd)
     return job_id, job_dir, meta
 
 
@@ -503,6 +518,16 @@ def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = 
     signum = resolve_signal(signal_name)
     requested = signal_name.strip().upper()
     job_id, job_dir = resolve_job(root, given)
+    from ._backends import backend_record
+
+    try:
+        record = backend_record(read_meta(job_dir))
+    except StateCorrupt:
+        record = None
+    if record is not None:  # a Ray job: Ray stops it, its watcher records the outcome
+        from ._backends.ray_cli import kill_ray_job
+
+        return kill_ray_job(job_id, job_dir, record, signal_name=signal_name, wait=wait)
     state = read_state(job_dir)
     if state.status is JobStatus.CREATED:
         raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")

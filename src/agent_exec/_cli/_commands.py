@@ -119,14 +119,28 @@ def cmd_run(p: Params, g: Params) -> Result:
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
-    job_id, job_dir, meta = create_job(root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"])
+    kind, address = _backend(g, config)
+    if kind == "ray":
+        from .._backends.ray_cli import ray_client_for
+
+        client = ray_client_for(address)  # before anything is created: unreachable = error now
+    job_id, job_dir, meta = create_job(
+        root,
+        definition,
+        stdin=stdin,
+        stdin_max_bytes=p["stdin_max_bytes"],
+        backend={"kind": "ray", "address": address} if kind == "ray" else None,
+    )
     spec = launch_spec(
         job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=Path(p["log"]) if p["log"] else None
     )
     spec.auto_gc = gc_settings
     with supervision_claim(job_dir) as lock_fd:
         assert lock_fd is not None  # a brand-new job directory
-        launch_detached_locked(spec, lock_fd)
+        if kind == "ray":
+            _launch_on_ray(client, address, spec, meta, lock_fd)
+        else:
+            launch_detached_locked(spec, lock_fd)
     wait, until, forever = _observation(p)
     state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
     data = run_data(
@@ -142,19 +156,46 @@ def cmd_run(p: Params, g: Params) -> Result:
     return "run", data
 
 
+def _backend(g: Params, config: Any) -> tuple[str, str]:
+    from .._config import resolve_backend
+
+    return resolve_backend(g.get("backend"), g.get("ray_address"), config)
+
+
+def _launch_on_ray(client: Any, address: str, spec: Any, meta: Any, lock_fd: int) -> None:
+    """Submit a new job; if Ray refuses it, nothing is left behind (as for bad input)."""
+    import shutil
+
+    from .._backends.ray_cli import launch_on_ray
+    from .._errors import BackendUnavailable
+
+    try:
+        launch_on_ray(client, address, spec, meta, lock_fd)
+    except BackendUnavailable:
+        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        raise
+
+
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
     from .._jobs import create_job, write_created_state
     from .._paths import STDERR_LOG, STDOUT_LOG
 
-    wrapper = resolve_wrapper(
-        p["shell_wrapper"], load_config(p["config"]) if p["shell_wrapper"] is None else _no_config()
-    )
+    config = load_config(p["config"]) if p["shell_wrapper"] is None else _no_config()
+    wrapper = resolve_wrapper(p["shell_wrapper"], config)
+    if p["shell_wrapper"] is not None and g.get("backend") is None:
+        config = _config_quietly(p["config"])
+    kind, address = _backend(g, config)
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
     job_id, job_dir, _ = create_job(
-        root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"], persist_runtime_env=True
+        root,
+        definition,
+        stdin=stdin,
+        stdin_max_bytes=p["stdin_max_bytes"],
+        persist_runtime_env=True,
+        backend={"kind": "ray", "address": address} if kind == "ray" else None,
     )
     write_created_state(job_dir, job_id)
     return "create", {
@@ -169,6 +210,17 @@ def _no_config() -> Any:
     from .._config import Config
 
     return Config()
+
+
+def _config_quietly(path: str | None) -> Any:
+    """The config for the backend choice only, where a broken file was never an error."""
+    from .._config import load_config
+    from .._errors import ConfigError
+
+    try:
+        return load_config(path)
+    except ConfigError:
+        return _no_config()
 
 
 def cmd_start(p: Params, g: Params) -> Result:

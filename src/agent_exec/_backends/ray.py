@@ -1,0 +1,310 @@
+"""The Ray backend: jobs run on a Ray cluster through Ray Jobs.
+
+A job's entrypoint is the self-contained program of :mod:`.ray_entry` (no agent-exec
+needed on the workers); its submission id is our job id; its definition (command, cwd,
+env, stdin, timeout) travels in the submission's ``runtime_env``. The local store keeps
+the full record, kept current by the watcher (:mod:`.ray_watch`).
+
+What differs from a local job, by the nature of a cluster: the job runs in the worker's
+environment (``inherit_env`` inherits the *worker's* variables, env files are read here
+at submission), its cwd must exist on the worker (without ``cwd``, the submitter's
+directory is used when the worker has it, else Ray's default), stdin is limited to
+64 KiB, ``kill`` can only stop it (Ray sends SIGTERM, then SIGKILL 3 s later), and
+output arrives in the local logs about once a second instead of as it is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal as signal_module
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .._errors import InvalidArgument, InvalidState, RunnerClosed
+from .._models import JobMeta, JobState, JobStatus
+from .._paths import STDIN_FILE
+from .._process import build_argv, build_env, resolve_signal
+from .._spec import LaunchSpec
+from .._store import read_meta, read_state, read_state_raw, write_state
+from .._timeutil import now_ts
+from .ray_client import RayRequestFailed, call, connect, default_timeouts
+from .ray_entry import JOB_VAR, MAX_STDIN, build_entrypoint, encode_job
+
+__all__ = ["RayJobs", "prepare_submission", "stop_signal_ok", "submit"]
+
+#: Signals whose intent Ray's ``stop_job`` carries out (it cannot deliver any other).
+STOP_SIGNALS = frozenset(
+    getattr(signal_module, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGKILL", "SIGQUIT")
+)
+
+
+def stop_signal_ok(signal: str | int) -> signal_module.Signals:
+    """The signal, if stopping a Ray job is what it asks for.
+
+    :raises InvalidSignal: unknown name. :raises InvalidArgument: a signal Ray cannot send.
+    """
+    signum = resolve_signal(str(signal))
+    if signum not in STOP_SIGNALS:
+        raise InvalidArgument(
+            f"signal {signum.name} cannot be sent to a Ray job: Ray Jobs can only stop a job "
+            "(SIGTERM, then SIGKILL after 3 s); use TERM, INT, HUP, QUIT or KILL"
+        )
+    return signum
+
+
+def prepare_submission(
+    spec: LaunchSpec,
+    meta: JobMeta,
+    *,
+    entrypoint_num_cpus: float | None = None,
+    entrypoint_resources: dict[str, float] | None = None,
+) -> dict[str, Any] | str:
+    """The ``submit_job`` arguments of a job, or the ``spawn_failed`` reason it cannot run
+    (an unreadable env file, stdin too large), exactly as a local spawn failure reads."""
+    try:
+        env = build_env(inherit=False, env_files=spec.env_files, env_pairs=spec.env_pairs)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        name = getattr(exc, "filename", None)
+        return f"spawn_failed: {detail}" + (f": {name}" if name else "")
+    stdin: bytes | None = None
+    if spec.stdin_file is not None:
+        path = Path(spec.stdin_file)
+        if not path.is_absolute():
+            path = spec.job_dir / (spec.stdin_file or STDIN_FILE)
+        try:
+            with open(path, "rb") as file:
+                stdin = file.read(MAX_STDIN + 1)
+        except OSError as exc:
+            return f"spawn_failed: cannot read stdin: {exc.strerror or exc}"
+        if len(stdin) > MAX_STDIN:
+            return f"spawn_failed: stdin of a Ray job is limited to {MAX_STDIN} bytes"
+    blob = encode_job(
+        nonce=spec.job_id,
+        argv=build_argv(spec.wrapper, spec.command),
+        cwd=meta.cwd,
+        cwd_optional=spec.cwd is None,
+        env=env,
+        inherit_env=spec.inherit_env,
+        stdin=stdin,
+        timeout_s=float(math.ceil(spec.timeout_s)) if spec.timeout_s > 0 else 0.0,
+        kill_after_s=float(math.ceil(spec.kill_after_s)) if spec.kill_after_s > 0 else 0.0,
+    )
+    submission: dict[str, Any] = {
+        "entrypoint": build_entrypoint(),
+        "submission_id": spec.job_id,
+        "runtime_env": {"env_vars": {JOB_VAR: blob}},
+        "metadata": {"agent_exec_job_id": spec.job_id, "agent_exec_root": str(spec.job_dir.parent)},
+    }
+    if entrypoint_num_cpus is not None:
+        submission["entrypoint_num_cpus"] = entrypoint_num_cpus
+    if entrypoint_resources:
+        submission["entrypoint_resources"] = dict(entrypoint_resources)
+    return submission
+
+
+#: How long a submission is retried while the head says it is not ready yet (a head that
+#: just started has no job agent for a few seconds).
+SUBMIT_RETRY_FOR = 30.0
+
+
+def submit(client: Any, submission: dict[str, Any]) -> None:
+    """Submit one job (blocking). :raises RayRequestFailed: with the head's answer."""
+    deadline = time.monotonic() + SUBMIT_RETRY_FOR
+    delay = 0.2
+    while True:
+        try:
+            call(client.submit_job, **submission)
+            return
+        except RayRequestFailed as exc:
+            if "try again later" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def _closed(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class RayJobs:
+    """Run a :class:`~agent_exec.JobRunner`'s jobs on a Ray cluster through Ray Jobs.
+
+    Usage::
+
+        async with JobRunner(backend=RayJobs("http://127.0.0.1:8265"), max_concurrency=32) as runner:
+            job = await runner.run(["python", "eval.py"], cwd="/data/evals")
+            result = await job.wait()
+
+    - ``address``: the Jobs API (the dashboard's HTTP address), default
+      ``$AGENT_EXEC_RAY_ADDRESS``, then ``http://127.0.0.1:8265``.
+    - ``connect_timeout``: seconds to reach the head (default 5, or
+      ``$AGENT_EXEC_RAY_TIMEOUT``); the runner connects on ``__aenter__`` and raises
+      :class:`~agent_exec.BackendUnavailable` if Ray is not installed or the head does not
+      answer.
+    - ``entrypoint_num_cpus``/``entrypoint_resources``: Ray resources reserved per job.
+    - ``lost_after``: seconds without an answer from the head before its jobs are
+      recorded ``failed`` (``ray_head_unreachable: ...``); default 15 or
+      ``$AGENT_EXEC_RAY_LOST_AFTER``.
+
+    ``runner.run`` returns as soon as the job is recorded locally; submissions go out
+    concurrently from worker threads (at most ``max_client_threads`` requests at once),
+    so many jobs are never serialized on round trips. One polling loop watches all of the
+    runner's jobs.
+    """
+
+    kind = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        connect_timeout: float | None = None,
+        entrypoint_num_cpus: float | None = None,
+        entrypoint_resources: dict[str, float] | None = None,
+        lost_after: float | None = None,
+        poll_interval: float = 0.25,
+        max_client_threads: int = 16,
+    ) -> None:
+        from .ray_client import DEFAULT_ADDRESS
+
+        self.address = (address or os.environ.get("AGENT_EXEC_RAY_ADDRESS") or DEFAULT_ADDRESS).rstrip("/")
+        connect_default, read_timeout = default_timeouts()
+        self._timeouts = (connect_timeout if connect_timeout is not None else connect_default, read_timeout)
+        self.entrypoint_num_cpus = entrypoint_num_cpus
+        self.entrypoint_resources = entrypoint_resources
+        self.lost_after = lost_after
+        self.poll_interval = poll_interval
+        self._max_threads = max_client_threads
+        self._client: Any = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._poller: Any = None
+
+    def __repr__(self) -> str:
+        return f"RayJobs(address={self.address!r})"
+
+    def record(self) -> dict[str, Any] | None:
+        return {"kind": self.kind, "address": self.address}
+
+    async def open(self, task_group: anyio.abc.TaskGroup) -> None:
+        from .ray_watch import StatusPoller
+
+        self._limiter = anyio.CapacityLimiter(self._max_threads)
+        self._client = await anyio.to_thread.run_sync(connect, self.address, self._timeouts)
+        self._poller = StatusPoller(
+            self._client,
+            task_group,
+            limiter=self._limiter,
+            interval=self.poll_interval,
+            lost_after=self.lost_after,
+        )
+
+    async def aclose(self) -> None:
+        self._client = None
+
+    def _connected(self) -> tuple[Any, anyio.CapacityLimiter]:
+        if self._client is None or self._limiter is None:
+            raise RunnerClosed("RayJobs is used only inside 'async with JobRunner(backend=RayJobs(...))'")
+        return self._client, self._limiter
+
+    async def supervise(
+        self,
+        spec: LaunchSpec,
+        lock_fd: int,
+        *,
+        task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    ) -> JobState:
+        """Submit the job, then watch it to its end (see :class:`~.base.Backend`)."""
+        from .._notify import Notifier
+        from .ray_watch import follow_job
+
+        client, limiter = self._connected()
+        notifier = Notifier(spec)
+        # Launched as far as the caller is concerned: the submission goes out from here,
+        # concurrently with every other job's.
+        task_status.started(None)
+        started_at = now_ts()
+        state: JobState | None = None
+        try:
+            prepared = prepare_submission(
+                spec,
+                read_meta(spec.job_dir),
+                entrypoint_num_cpus=self.entrypoint_num_cpus,
+                entrypoint_resources=self.entrypoint_resources,
+            )
+            if isinstance(prepared, str):
+                state = _ended(spec.job_id, started_at, JobStatus.FAILED, reason=prepared)
+            else:
+                try:
+                    await anyio.to_thread.run_sync(submit, client, prepared, limiter=limiter)
+                except RayRequestFailed as exc:
+                    state = _ended(
+                        spec.job_id, started_at, JobStatus.FAILED, reason=f"ray_submit_failed: {exc}"
+                    )
+            if state is not None:
+                write_state(spec.job_dir, state)
+            else:
+                write_state(
+                    spec.job_dir,
+                    JobState(
+                        job_id=spec.job_id,
+                        status=JobStatus.RUNNING,
+                        updated_at=started_at,
+                        started_at=started_at,
+                    ),
+                )
+                state = await follow_job(
+                    spec, client, self._poller, notifier, started_at=started_at, limiter=limiter
+                )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):
+                    state = read_state_raw(spec.job_dir)
+                if state is None or not state.is_terminal:
+                    with contextlib.suppress(Exception):
+                        await anyio.to_thread.run_sync(
+                            lambda: call(client.stop_job, spec.job_id), limiter=limiter
+                        )
+                    with contextlib.suppress(OSError):
+                        write_state(
+                            spec.job_dir,
+                            _ended(spec.job_id, started_at, JobStatus.KILLED, reason="runner_cancelled"),
+                        )
+                _closed(lock_fd)
+            raise
+        _closed(lock_fd)
+        await notifier.completion(state)
+        return state
+
+    async def stop(self, job_dir: Path, job_id: str, signal: str | int) -> bool:
+        """Ask Ray to stop the job; False if it was not running there."""
+        stop_signal_ok(signal)
+        state = read_state(job_dir)
+        if state.status is JobStatus.CREATED:
+            raise InvalidState(
+                f"job {job_id} is in 'created' state and has not been started; cannot send signal"
+            )
+        if state.is_terminal:
+            return False
+        client, limiter = self._connected()
+        try:
+            return bool(
+                await anyio.to_thread.run_sync(lambda: call(client.stop_job, job_id), limiter=limiter)
+            )
+        except RayRequestFailed:
+            return False
+
+
+def _ended(job_id: str, started_at: str, status: JobStatus, *, reason: str) -> JobState:
+    now = now_ts()
+    return JobState(
+        job_id=job_id, status=status, updated_at=now, started_at=started_at, finished_at=now, reason=reason
+    )
