@@ -86,7 +86,7 @@ class LocalRayHead:
 
     def start(self, timeout: float = 120.0) -> None:
         if not loopback_only():
-            raise RuntimeError(f"refusing to start a Ray head outside a loopback-only namespace: {UNSHARE_HINT}")
+            raise RuntimeError(f"refusing to start a Ray head outside a loopback-only netns: {UNSHARE_HINT}")
         home = self.base_dir / "home"
         temp = self.base_dir / "t"
         home.mkdir(parents=True, exist_ok=True)

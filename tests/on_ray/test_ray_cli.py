@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, poll_until
+
 from ._head import LocalRayHead
 
 pytestmark = pytest.mark.ray
@@ -106,7 +107,8 @@ def test_create_then_start_and_spawn_failure(cli: Cli, ray_env: dict[str, str], 
     assert started.returncode == 0, started.stdout + started.stderr
     doc = _wait_doc(cli, ray_env, job_id)
     assert doc["state"] == "exited" and doc["stdout"] == "piped in\n\n", doc
-    missing = cli("run", "--no-wait", "--cwd", str(tmp_path / "nope"), "--", "true", env=ray_env).doc["job_id"]
+    nowhere = str(tmp_path / "nope")
+    missing = cli("run", "--no-wait", "--cwd", nowhere, "--", "true", env=ray_env).doc["job_id"]
     failed = _wait_doc(cli, ray_env, missing)
     assert failed["state"] == "failed"
     assert failed["reason"].startswith("spawn_failed: working directory does not exist")
