@@ -18,8 +18,10 @@ if _TYPE_CHECKING:
     from ._api import JobResult as JobResult
     from ._api import JobRunner as JobRunner
     from ._api import JobSummary as JobSummary
+    from ._backends.ray import RayJobs as RayJobs
     from ._errors import AgentExecError as AgentExecError
     from ._errors import AmbiguousJobId as AmbiguousJobId
+    from ._errors import BackendUnavailable as BackendUnavailable
     from ._errors import ConfigError as ConfigError
     from ._errors import InvalidArgument as InvalidArgument
     from ._errors import InvalidDuration as InvalidDuration
@@ -39,6 +41,7 @@ __version__ = "0.2.3"
 __all__ = [
     "AgentExecError",
     "AmbiguousJobId",
+    "BackendUnavailable",
     "ConfigError",
     "InvalidArgument",
     "InvalidDuration",
@@ -52,6 +55,7 @@ __all__ = [
     "JobRunner",
     "JobStatus",
     "JobSummary",
+    "RayJobs",
     "RunnerClosed",
     "StateCorrupt",
     "StdinRequired",
@@ -63,6 +67,8 @@ __all__ = [
 _HOMES = {
     **dict.fromkeys(("Job", "JobResult", "JobRunner", "JobSummary"), "_api"),
     "JobStatus": "_models",
+    "RayJobs": "_backends.ray",
+    "BackendUnavailable": "_errors",
     **{name: "_errors" for name in __all__ if name.endswith(("Error", "Id", "Argument", "Duration"))},
     **dict.fromkeys(
         (

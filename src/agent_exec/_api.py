@@ -39,8 +39,11 @@ from ._paths import STDERR_LOG, STDOUT_LOG, resolve_job, resolve_root
 from ._process import DEFAULT_WRAPPER, resolve_signal, signal_group
 from ._spec import LaunchSpec
 from ._store import open_lock, read_state, try_lock_exclusive, write_state
-from ._supervisor import supervise
 from ._timeutil import now_ts
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._backends.base import Backend
 
 __all__ = ["Job", "JobResult", "JobRunner", "JobSummary"]
 
@@ -145,6 +148,14 @@ class Job:
         :raises InvalidState: for a job that was created but not started.
         :raises InvalidSignal: for an unknown signal name.
         """
+        from ._backends import backend_record
+        from ._store import read_meta
+
+        record = backend_record(read_meta(self.job_dir))
+        if record is not None:  # a Ray job: Ray stops it, its watcher records the outcome
+            from ._backends.ray import stop_ray_job
+
+            return await stop_ray_job(record, self.job_dir, self.job_id, signal)
         signum = resolve_signal(str(signal))
         state = read_state(self.job_dir)
         if state.status is JobStatus.CREATED:
@@ -227,9 +238,15 @@ class JobRunner:
         *,
         max_concurrency: int | None = None,
         detached: bool = False,
+        backend: Backend | None = None,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if backend is None:
+            from ._backends.local import LocalSupervisor
+
+            backend = LocalSupervisor()
+        self.backend: Backend = backend
         self.root = resolve_root(root)
         self.max_concurrency = max_concurrency
         self.detached = detached
@@ -253,6 +270,12 @@ class JobRunner:
             raise RuntimeError("a JobRunner cannot be opened twice")
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        try:
+            await self.backend.open(self._task_group)  # a remote backend connects here
+        except BaseException as exc:
+            await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            self._state = _RunnerState.CLOSED
+            raise
         self._state = _RunnerState.OPEN
         return self
 
@@ -269,6 +292,8 @@ class JobRunner:
             raise
         finally:
             self._state = _RunnerState.CLOSED
+            with anyio.CancelScope(shield=True):
+                await self.backend.aclose()
 
     # -- starting jobs --------------------------------------------------------------
 
@@ -325,8 +350,13 @@ class JobRunner:
         ticket = self._slots.take_or_queue() if self._slots is not None and not use_detached else None
 
         def prepare() -> tuple[str, Path, LaunchSpec, int]:
+            record = self.backend.record()
             job_id, job_dir, meta = create_job(
-                self.root, definition, stdin=stdin, precreate_logs=use_detached
+                self.root,
+                definition,
+                stdin=stdin,
+                precreate_logs=use_detached or record is not None,
+                backend=record,
             )
             spec = launch_spec(job_dir, meta, env_pairs=env_pairs, cwd=definition.cwd)
             lock_fd = open_lock(job_dir)
@@ -347,7 +377,10 @@ class JobRunner:
         if use_detached:
             try:
                 with anyio.CancelScope(shield=True):
-                    await _launch_detached(spec, lock_fd)
+                    if self.backend.kind == "local":
+                        await _launch_detached(spec, lock_fd)
+                    else:  # submitted from here, watched by a detached watcher process
+                        await self.backend.launch_detached(spec, lock_fd)  # type: ignore[attr-defined]
             finally:
                 os.close(lock_fd)
             return Job(job_id, job_dir)
@@ -384,7 +417,7 @@ class JobRunner:
             self._running += 1
             started = True
             try:
-                job._final = await supervise(spec, lock_fd=lock_fd, task_status=task_status)
+                job._final = await self.backend.supervise(spec, lock_fd, task_status=task_status)
             finally:
                 if self._slots is not None:
                     self._slots.release()

@@ -84,7 +84,7 @@ class LocalRayHead:
             "RAY_JOB_STOP_WAIT_TIME_S": "3",
         }
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self, timeout: float = 300.0) -> None:
         if not loopback_only():
             raise RuntimeError(f"refusing to start a Ray head outside a loopback-only netns: {UNSHARE_HINT}")
         home = self.base_dir / "home"
@@ -135,7 +135,12 @@ class LocalRayHead:
                 raise RuntimeError(f"the Ray head did not serve its Jobs API within {timeout}s")
             time.sleep(0.25)
         self._known.update(descendants(self.process.pid))
-        self._warm_up(deadline)
+        try:
+            self._warm_up(deadline)
+        except Exception as exc:
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"the Ray head failed its warm-up job ({exc}); ray start said: {tail}") from None
 
     def _warm_up(self, deadline: float) -> None:
         """Run one job to the end: the job agent is up and a worker was started once."""

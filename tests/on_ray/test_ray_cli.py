@@ -13,7 +13,8 @@ from conftest import Cli, poll_until
 
 from ._head import LocalRayHead
 
-pytestmark = pytest.mark.ray
+# The first test also pays for starting the session head (slow on a loaded machine).
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 
 def _wait_doc(cli: Cli, env: dict[str, str], job_id: str, until: int = 90) -> dict:  # type: ignore[type-arg]

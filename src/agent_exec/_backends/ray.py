@@ -36,7 +36,7 @@ from .._timeutil import now_ts
 from .ray_client import RayRequestFailed, call, connect, default_timeouts
 from .ray_entry import JOB_VAR, MAX_STDIN, build_entrypoint, encode_job
 
-__all__ = ["RayJobs", "prepare_submission", "stop_signal_ok", "submit"]
+__all__ = ["RayJobs", "prepare_submission", "stop_ray_job", "stop_signal_ok", "submit"]
 
 #: Signals whose intent Ray's ``stop_job`` carries out (it cannot deliver any other).
 STOP_SIGNALS = frozenset(
@@ -284,6 +284,17 @@ class RayJobs:
         await notifier.completion(state)
         return state
 
+    async def launch_detached(self, spec: LaunchSpec, lock_fd: int) -> None:
+        """Submit from here and hand the job to a detached watcher process (``detached=True``),
+        as ``agent-exec run`` does: the job's record stays current after this process exits."""
+        from .ray_cli import launch_on_ray
+
+        client, limiter = self._connected()
+        meta = read_meta(spec.job_dir)
+        await anyio.to_thread.run_sync(
+            lambda: launch_on_ray(client, self.address, spec, meta, lock_fd), limiter=limiter
+        )
+
     async def stop(self, job_dir: Path, job_id: str, signal: str | int) -> bool:
         """Ask Ray to stop the job; False if it was not running there."""
         stop_signal_ok(signal)
@@ -308,3 +319,24 @@ def _ended(job_id: str, started_at: str, status: JobStatus, *, reason: str) -> J
     return JobState(
         job_id=job_id, status=status, updated_at=now, started_at=started_at, finished_at=now, reason=reason
     )
+
+
+async def stop_ray_job(record: dict[str, Any], job_dir: Path, job_id: str, signal: str | int) -> bool:
+    """``Job.kill`` of any Ray job of the store: ask its head (from ``meta.json``) to stop
+    it; False if it is not running. The watcher records the outcome."""
+    stop_signal_ok(signal)
+    state = read_state(job_dir)
+    if state.status is JobStatus.CREATED:
+        raise InvalidState(f"job {job_id} is in 'created' state and has not been started; cannot send signal")
+    if state.is_terminal:
+        return False
+    address = str(record.get("address", ""))
+
+    def stop() -> bool:
+        client = connect(address)
+        try:
+            return bool(call(client.stop_job, job_id))
+        except RayRequestFailed:
+            return False
+
+    return await anyio.to_thread.run_sync(stop)
