@@ -140,7 +140,9 @@ class LocalRayHead:
         except Exception as exc:
             tail = self.log_tail()
             self.stop()
-            raise RuntimeError(f"the Ray head failed its warm-up job ({exc}); ray start said: {tail}") from None
+            raise RuntimeError(
+                f"the Ray head failed its warm-up job ({exc}); ray start said: {tail}"
+            ) from None
 
     def _warm_up(self, deadline: float) -> None:
         """Run one job to the end: the job agent is up and a worker was started once."""
