@@ -272,8 +272,10 @@ class JobRunner:
         await self._task_group.__aenter__()
         try:
             await self.backend.open(self._task_group)  # a remote backend connects here
-        except BaseException as exc:
-            await self._task_group.__aexit__(type(exc), exc, exc.__traceback__)
+        except BaseException:
+            # Nothing runs in the group yet: close it cleanly, then report the failure itself.
+            with anyio.CancelScope(shield=True):
+                await self._task_group.__aexit__(None, None, None)
             self._state = _RunnerState.CLOSED
             raise
         self._state = _RunnerState.OPEN

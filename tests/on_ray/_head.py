@@ -12,6 +12,7 @@ explicit ports and a private ``--temp-dir``. ``stop()`` ends every process of th
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,7 +85,20 @@ class LocalRayHead:
             "RAY_JOB_STOP_WAIT_TIME_S": "3",
         }
 
-    def start(self, timeout: float = 300.0) -> None:
+    def start(self, timeout: float = 300.0, attempts: int = 3) -> None:
+        """Start the head and run a warm-up job; retried from scratch when Ray's own
+        start-up gives up (its raylet registration wait is a fixed 30 s, too short for a
+        heavily loaded machine)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout)
+                return
+            except RuntimeError:
+                if attempt == attempts:
+                    raise
+                shutil.rmtree(self.base_dir / "t", ignore_errors=True)
+
+    def _start_once(self, timeout: float) -> None:
         if not loopback_only():
             raise RuntimeError(f"refusing to start a Ray head outside a loopback-only netns: {UNSHARE_HINT}")
         home = self.base_dir / "home"
