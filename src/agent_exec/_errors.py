@@ -11,6 +11,8 @@ the CLI report failures the same way::
     ├── StdinRequired               stdin_required
     ├── StdinTooLarge               stdin_too_large
     ├── JobIdExhausted              io_error
+    ├── IoError                     io_error           (an OS call failed; path named; retryable
+    │                                                   for ENOSPC, EMFILE, EAGAIN and the like)
     ├── InvalidTag                  invalid_tag
     ├── InvalidSignal               invalid_signal     (extension: unknown --signal)
     ├── InvalidArgument             invalid_argument   (extension: unusable value, e.g. --env =x)
@@ -23,6 +25,7 @@ the CLI report failures the same way::
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "InvalidSignal",
     "InvalidState",
     "InvalidTag",
+    "IoError",
     "JobIdExhausted",
     "JobNotFound",
     "RunnerClosed",
@@ -48,6 +52,8 @@ class AgentExecError(Exception):
     """Root of every error agent-exec raises on purpose; ``code`` is the CLI error code."""
 
     code: str = "internal_error"
+    #: Whether the same call may succeed later unchanged (``error.retryable``).
+    retryable: bool = False
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -56,7 +62,7 @@ class AgentExecError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The ``error`` object of the error document."""
-        error: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": False}
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "retryable": self.retryable}
         if self.details is not None:
             error["details"] = self.details
         return error
@@ -162,10 +168,74 @@ class InvalidArgument(AgentExecError):
     code = "invalid_argument"
 
 
+#: errnos of conditions that go away by themselves (space freed, descriptors or processes
+#: released, memory reclaimed): retrying the same call can succeed.
+TRANSIENT_ERRNOS = frozenset(
+    [
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EAGAIN,
+        errno.ENOMEM,
+        errno.EINTR,
+        errno.EBUSY,
+    ]
+)
+
+
+class IoError(AgentExecError):
+    """An operating-system call failed (full disk, descriptor or process limits, permissions...).
+
+    The message names what was being done and on which path; ``retryable`` is true when
+    the condition can clear by itself (:data:`TRANSIENT_ERRNOS`).
+    """
+
+    code = "io_error"
+
+    def __init__(self, message: str, *, errno_: int | None = None, path: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno_
+        self.path = path
+        self.retryable = errno_ in TRANSIENT_ERRNOS
+
+    @classmethod
+    def from_os(cls, exc: OSError, action: str, path: object = None) -> IoError:
+        """``"<action> <path>: <strerror>"`` from an :class:`OSError`."""
+        where = path if path is not None else exc.filename
+        text = exc.strerror or str(exc)
+        message = f"{action} {where}: {text}" if where is not None else f"{action}: {text}"
+        return cls(message, errno_=exc.errno, path=None if where is None else str(where))
+
+
+def error_from_exception(exc: BaseException, context: str) -> AgentExecError:
+    """The error document for an exception nobody turned into an :class:`AgentExecError`.
+
+    Failures of the environment (an ``OSError``, a thread or memory that cannot be had)
+    become ``io_error``, undecodable text ``invalid_argument``; only what is left, a real
+    bug, stays ``internal_error`` with the Python text.
+    """
+    if isinstance(exc, AgentExecError):
+        return exc
+    if isinstance(exc, OSError):
+        text = exc.strerror or str(exc)
+        message = f"{context}: {text}" + (f": {exc.filename}" if exc.filename is not None else "")
+        filename = None if exc.filename is None else str(exc.filename)
+        return IoError(message, errno_=exc.errno, path=filename)
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return IoError(
+            f"{context}: cannot start a thread (process or memory limit reached)", errno_=errno.EAGAIN
+        )
+    if isinstance(exc, MemoryError):
+        return IoError(f"{context}: out of memory", errno_=errno.ENOMEM)
+    if isinstance(exc, UnicodeError):
+        return InvalidArgument(f"{context}: a value is not valid text: {exc}")
+    return AgentExecError(f"{type(exc).__name__}: {exc}")
+
+
 class BackendUnavailable(AgentExecError):
     """A job backend cannot be used: its package is not installed (``agent-exec[ray]``) or
-    its service does not answer within the connect timeout (``retryable`` tells which;
-    the error document keeps ``retryable: false`` as the 0.2.3 contract has it)."""
+    its service does not answer within the connect timeout (then ``retryable``)."""
 
     code = "backend_unavailable"
 

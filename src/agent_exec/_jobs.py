@@ -31,9 +31,10 @@ from ._paths import (
     new_job_id,
     resolve_job,
 )
-from ._process import DEFAULT_WRAPPER, resolve_signal, signal_group, split_env_pair
+from ._process import DEFAULT_WRAPPER, group_alive, resolve_signal, signal_group, split_env_pair
 from ._spec import LaunchSpec
 from ._store import (
+    SUPERVISOR_LOST,
     read_meta,
     read_state,
     read_state_raw,
@@ -253,12 +254,32 @@ def running_state(job_id: str, pid: int | None) -> JobState:
 
 
 def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
-    """Hand the job to a detached supervisor; the job is ``running`` when this returns."""
+    """Hand the job to a detached supervisor; the job is ``running`` when this returns.
+
+    If this raises, the workload was not started (see ``Supervisor.hand_over``).
+    """
     from ._launch import take_supervisor
 
     return take_supervisor().hand_over(
         spec, lock_fd, lambda pid: write_state(spec.job_dir, running_state(spec.job_id, pid))
     )
+
+
+def launch_new_job(spec: LaunchSpec) -> None:
+    """Launch a job directory just made by :func:`create_job`: all or nothing.
+
+    If the launch fails, the workload was never started and the directory is removed
+    again, so the caller gets an error and no job (a retry cannot run the command twice).
+    """
+    try:
+        with supervision_claim(spec.job_dir) as lock_fd:
+            assert lock_fd is not None  # a brand-new job directory
+            launch_detached_locked(spec, lock_fd)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(spec.job_dir, ignore_errors=True)
+        raise
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -285,13 +306,19 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, 
         from ._backends import backend_record
 
         record = backend_record(meta)
-        if record is not None:  # a Ray job: submit it, hand it to its detached watcher
-            from ._backends.ray_cli import launch_on_ray, ray_client_for
+        try:
+            if record is not None:  # a Ray job: submit it, hand it to its detached watcher
+                from ._backends.ray_cli import launch_on_ray, ray_client_for
 
-            address = str(record.get("address", ""))
-            launch_on_ray(ray_client_for(address), address, spec, meta, lock_fd)
-        else:
-            launch_detached_locked(spec, lock_fd)
+                address = str(record.get("address", ""))
+                launch_on_ray(ray_client_for(address), address, spec, meta, lock_fd)
+            else:
+                launch_detached_locked(spec, lock_fd)
+        except BaseException:
+            # Not started: the job stays ``created`` (we still hold its lock).
+            with contextlib.suppress(OSError):
+                write_state(job_dir, state)
+            raise
     return job_id, job_dir, meta
 
 
@@ -330,8 +357,13 @@ class SupervisorWatch:
             self._released.clear()
             self._thread = None
         if self._thread is None:
-            self._thread = self._threading.Thread(target=self._watch, daemon=True)
-            self._thread.start()
+            thread = self._threading.Thread(target=self._watch, daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to spare (process limit): poll instead
+                time.sleep(max(0.0, min(timeout, 0.05)))
+                return False
+            self._thread = thread
         if timeout <= 0:
             return self._released.is_set()
         return self._released.wait(timeout)
@@ -399,6 +431,24 @@ def outcome_fields(state: JobState) -> dict[str, Any]:
         data["duration_ms"] = state.duration_ms
     if state.reason is not None:
         data["reason"] = state.reason
+    data.update(fault_fields(state))
+    return data
+
+
+def fault_fields(state: JobState) -> dict[str, Any]:
+    """Extension fields that only appear when something went wrong: ``output_dropped_bytes``
+    (output the logs could not take), ``supervisor_stopped_ms`` (see :class:`JobState`) and,
+    for a job whose supervisor is lost, ``workload_alive`` (whether its process group
+    provably still runs; omitted when that cannot be told)."""
+    data: dict[str, Any] = {}
+    if state.output_dropped_bytes:
+        data["output_dropped_bytes"] = state.output_dropped_bytes
+    if state.supervisor_stopped_ms is not None:
+        data["supervisor_stopped_ms"] = state.supervisor_stopped_ms
+    if state.reason == SUPERVISOR_LOST and state.workload is not None:
+        alive = group_alive(state.workload.pgid, state.workload.start_ticks)
+        if alive is not None:
+            data["workload_alive"] = alive
     return data
 
 
@@ -444,6 +494,7 @@ def status_data(root: Path, given: str) -> dict[str, Any]:
         data["signal"] = state.signal
     if state.reason is not None:
         data["reason"] = state.reason
+    data.update(fault_fields(state))
     return data
 
 
@@ -505,6 +556,7 @@ def wait_data(
             value = getattr(state, key)
             if value is not None:
                 data[key] = value
+        data.update(fault_fields(state))
     data.update(outputs)
     return data
 
@@ -532,12 +584,20 @@ def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = 
     if state.status is JobStatus.CREATED:
         raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")
     data: dict[str, Any] = {"job_id": job_id, "signal": requested}
-    if state.is_terminal:  # nothing to signal: report the recorded outcome
+    if state.is_terminal:
+        if state.reason == SUPERVISOR_LOST:  # the workload may have outlived its supervisor
+            data.update(_signal_orphan(state, signum))
         return _kill_outcome(data, state, 0) if wait else data
     started = time.monotonic()
-    if state.pid is not None:
-        # Before the workload exists the pid is the supervisor's, which passes it on.
-        signal_group(state.pid, signum)
+    if state.workload is None and state.pid is not None and (job_dir / LOCK_FILE).exists():
+        # The pid is still the supervisor's (it passes catchable signals on, but not
+        # SIGKILL or SIGSTOP): wait briefly for the workload's own record.
+        state = _await_workload(job_dir, state, started + WORKLOAD_RECORD_PATIENCE)
+        if state.is_terminal:
+            return _kill_outcome(data, state, int((time.monotonic() - started) * 1000)) if wait else data
+    target = state.workload.pgid if state.workload is not None else state.pid
+    if target is not None:
+        signal_group(target, signum)
     if not wait:
         return data
     watch = SupervisorWatch(job_dir)
@@ -554,6 +614,43 @@ def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = 
     return _kill_outcome(data, state, int((time.monotonic() - started) * 1000))
 
 
+#: How long ``kill`` waits for a just-launched job to record its workload.
+WORKLOAD_RECORD_PATIENCE = 3.0
+
+
+def _await_workload(job_dir: Path, state: JobState, deadline: float) -> JobState:
+    while state.workload is None and not state.is_terminal and time.monotonic() < deadline:
+        time.sleep(0.005)
+        try:
+            state = read_state(job_dir)
+        except StateCorrupt:
+            break
+    return state
+
+
+def _signal_orphan(state: JobState, signum: int) -> dict[str, Any]:
+    """``kill`` on a job whose supervisor is lost: reach its process group only if it
+    provably is the job's (recorded identity, start time matching: never a reused pid).
+
+    Returns ``delivered`` and, when nothing was sent, ``delivery`` saying why.
+    """
+    identity = state.workload
+    if identity is None:
+        return {"delivered": False, "delivery": "workload_identity_unknown"}
+    alive = group_alive(identity.pgid, identity.start_ticks)
+    if alive is None:
+        return {"delivered": False, "delivery": "workload_identity_unproven"}
+    if not alive:
+        return {"delivered": False, "delivery": "workload_gone"}
+    try:
+        os.killpg(identity.pgid, signum)
+    except ProcessLookupError:
+        return {"delivered": False, "delivery": "workload_gone"}
+    except PermissionError:
+        return {"delivered": False, "delivery": "permission_denied"}
+    return {"delivered": True}
+
+
 def _kill_outcome(data: dict[str, Any], state: JobState, observed_ms: int) -> dict[str, Any]:
     data["state"] = state.status.value
     if state.exit_code is not None:
@@ -563,6 +660,7 @@ def _kill_outcome(data: dict[str, Any], state: JobState, observed_ms: int) -> di
     data["observed_within_ms"] = observed_ms
     if state.reason is not None:
         data["reason"] = state.reason
+    data.update(fault_fields(state))
     return data
 
 
@@ -604,6 +702,7 @@ def list_data(
             summary["updated_at"] = state.updated_at
             if state.reason is not None:
                 summary["reason"] = state.reason
+            summary.update(fault_fields(state))
         summary["tags"] = meta.tags
         if state_filter is not None and summary["state"] != state_filter:
             continue

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -43,17 +44,61 @@ def _utf8_safe_cut(data: bytes, limit: int) -> int:
     return cut if cut > 0 else limit
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+class OutputDrops:
+    """What could not be written to the logs (full disk, I/O error): counted, never raised.
+
+    The supervisor keeps draining the workload's pipes whatever happens to the files, so
+    the workload is neither blocked nor killed by SIGPIPE; every later write is tried
+    again, so writing resumes by itself once space is freed.
+    """
+
+    def __init__(self) -> None:
+        #: Bytes of the workload's output missing from ``stdout.log``/``stderr.log``.
+        self.raw_bytes = 0
+        #: Bytes missing from the combined log (prefixes included).
+        self.full_bytes = 0
+        #: ``strerror`` of the first failure, e.g. "No space left on device".
+        self.error: str | None = None
+
+    def note(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = exc.strerror or str(exc)
+
+    @property
+    def any(self) -> bool:
+        return self.error is not None
+
+    def reason(self) -> str | None:
+        """``output_dropped: <error>`` (with the logs concerned), or ``None``."""
+        if self.error is None:
+            return None
+        if self.raw_bytes == 0 and self.full_bytes:
+            return f"output_dropped: {self.error} (combined log only)"
+        return f"output_dropped: {self.error}"
+
+
+def _write_counting(fd: int, data: bytes | memoryview, drops: OutputDrops) -> int:
+    """Write ``data``; return how many bytes could not be written."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        drops.note(exc)
+        return len(view)
+    return 0
 
 
-def _writev_all(fd: int, parts: list[bytes | memoryview]) -> None:
+def _writev_counting(fd: int, parts: list[bytes | memoryview], drops: OutputDrops) -> int:
     total = sum(len(part) for part in parts)
-    written = os.writev(fd, parts)
+    try:
+        written = os.writev(fd, parts)
+    except OSError as exc:
+        drops.note(exc)
+        return total
     if written < total:
-        _write_all(fd, b"".join(parts)[written:])
+        return _write_counting(fd, b"".join(parts)[written:], drops)
+    return 0
 
 
 class LogWriter:
@@ -78,6 +123,7 @@ class LogWriter:
         self._pending = {"stdout": b"", "stderr": b""}
         self._prefix_cache: tuple[int, bytes, bytes] = (-1, b"", b"")
         self.on_line: LineCallback | None = None
+        self.drops = OutputDrops()
 
     def _prefixes(self) -> tuple[bytes, bytes]:
         now = int(time.time())
@@ -90,7 +136,7 @@ class LogWriter:
         """Record a chunk read from ``stream`` (``"stdout"`` or ``"stderr"``)."""
         if not data:
             return
-        _write_all(self._fds[stream], data)
+        self.drops.raw_bytes += _write_counting(self._fds[stream], data, self.drops)
         pending = self._pending[stream]
         last_newline = data.rfind(b"\n")
         tail = len(data) - last_newline - 1
@@ -107,7 +153,7 @@ class LogWriter:
             prefix = self._prefixes()[0 if stream == "stdout" else 1]
             replaced = data.replace(b"\n", b"\n" + prefix)
             body = memoryview(replaced)[: len(replaced) - len(prefix) - tail]
-            _writev_all(self._full_fd, [prefix, pending, body])
+            self.drops.full_bytes += _writev_counting(self._full_fd, [prefix, pending, body], self.drops)
             self._pending[stream] = data[last_newline + 1 :]
             return
         buffer = pending + data if pending else data
@@ -131,7 +177,7 @@ class LogWriter:
         text = _lossy_bytes(complete)
         # One replace builds the body; writev avoids copying it again to add the edges.
         body = memoryview(text.replace(b"\n", b"\n" + prefix))[: -len(prefix)]
-        _writev_all(self._full_fd, [prefix, body])
+        self.drops.full_bytes += _writev_counting(self._full_fd, [prefix, body], self.drops)
         if self.on_line is not None:
             for line in text[:-1].split(b"\n"):
                 self.on_line(stream, line)
@@ -152,7 +198,8 @@ class LogWriter:
                 self.finish(stream)
         finally:
             for fd in (*self._fds.values(), self._full_fd):
-                os.close(fd)
+                with contextlib.suppress(OSError):  # a deferred write error: nothing to do
+                    os.close(fd)
             self._fds = {}
 
 

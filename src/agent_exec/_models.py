@@ -49,6 +49,11 @@ def _opt_int(data: dict[str, Any], key: str, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def _opt_nonneg(data: dict[str, Any], key: str) -> int | None:
+    value = _opt_int(data, key, -1)
+    return value if value >= 0 else None
+
+
 @dataclass
 class OutputMatch:
     """When a line of output matches ``pattern``, emit a ``job.output.matched`` event."""
@@ -241,6 +246,14 @@ class JobState:
     ``reason`` is an extension of this implementation: why a job ended ``failed``
     (``spawn_failed: ...``, ``supervisor_lost``) or was ``killed`` by a timeout
     (``timeout``). It is omitted when there is nothing to say.
+
+    Further extensions, each written only when there is something to say:
+    ``output_dropped_bytes`` (output the logs could not take, e.g. on a full disk),
+    ``workload`` (``{"pid", "pgid", "start_ticks"}``: the workload's identity, from
+    ``/proc/<pid>/stat``, so that its process group can be found again, and told apart
+    from a reused pid, after its supervisor is gone) and ``supervisor_stopped_ms`` (the
+    workload ended while its supervisor was stopped: ``duration_ms``/``finished_at``
+    are the last moment it was seen running, and it ended at most this much later).
     """
 
     job_id: str
@@ -253,6 +266,9 @@ class JobState:
     pid: int | None = None
     finished_at: str | None = None
     reason: str | None = None
+    output_dropped_bytes: int | None = None
+    workload: WorkloadIdentity | None = None
+    supervisor_stopped_ms: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -273,6 +289,12 @@ class JobState:
         data["updated_at"] = self.updated_at
         if self.reason is not None:
             data["reason"] = self.reason
+        if self.output_dropped_bytes:
+            data["output_dropped_bytes"] = self.output_dropped_bytes
+        if self.supervisor_stopped_ms is not None:
+            data["supervisor_stopped_ms"] = self.supervisor_stopped_ms
+        if self.workload is not None:
+            data["workload"] = self.workload.to_dict()
         return data
 
     @classmethod
@@ -304,4 +326,33 @@ class JobState:
             pid=pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None,
             finished_at=_opt_str(data, "finished_at"),
             reason=_opt_str(data, "reason"),
+            output_dropped_bytes=_opt_int(data, "output_dropped_bytes") or None,
+            workload=WorkloadIdentity.from_dict(data.get("workload")),
+            supervisor_stopped_ms=_opt_nonneg(data, "supervisor_stopped_ms"),
         )
+
+
+@dataclass
+class WorkloadIdentity:
+    """Who the workload is: its pid, its process group and the pid's start time (clock
+    ticks after boot, ``/proc/<pid>/stat`` field 22), which a reused pid cannot match."""
+
+    pid: int
+    pgid: int
+    start_ticks: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"pid": self.pid, "pgid": self.pgid}
+        if self.start_ticks is not None:
+            data["start_ticks"] = self.start_ticks
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> WorkloadIdentity | None:
+        if not isinstance(data, dict):
+            return None
+        pid, pgid = _opt_int(data, "pid"), _opt_int(data, "pgid")
+        if pid <= 0 or pgid <= 0:
+            return None
+        ticks = _opt_int(data, "start_ticks", -1)
+        return cls(pid=pid, pgid=pgid, start_ticks=ticks if ticks >= 0 else None)

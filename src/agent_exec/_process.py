@@ -93,3 +93,66 @@ def signal_group(pid: int, signum: int) -> bool:
         return False
     except PermissionError as exc:
         raise AgentExecError(f"failed to signal process {pid}: {exc.strerror}") from None
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, ... (field 3 on)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            raw = file.read()
+        return raw[raw.rindex(b")") + 2 :].split()
+    except (OSError, ValueError):
+        return None
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat`` field 22), or
+    ``None`` if it cannot be read. A reused pid has a later start time."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields is not None else None
+    except (ValueError, IndexError):
+        return None
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """Is a process other than a zombie in group ``pgid``? (Zombies of a group whose
+    supervisor is gone wait for init to reap them, and ``killpg(pgid, 0)`` counts them.)"""
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if name.isdigit():
+            fields = _stat_fields(name)
+            if (
+                fields is not None
+                and len(fields) > 2
+                and fields[2] == b"%d" % pgid
+                and fields[0] not in (b"Z", b"X")
+            ):
+                return True
+    return False
+
+
+def group_alive(pgid: int, ticks: int | None) -> bool | None:
+    """Does the process group ``pgid`` of a workload that started at ``ticks`` still exist?
+
+    ``False`` if it provably does not (no process in it, or its pid now names a process
+    that started later: a pid is not reused while its group exists); ``None`` if it
+    cannot be told (no start time recorded, or the group belongs to another user).
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return None
+    leader = _stat_fields(pgid)
+    if leader is not None and ticks is not None and len(leader) > 19 and leader[19] != b"%d" % ticks:
+        return False  # the pid is someone else's now, so our group is gone
+    if ticks is None:
+        return None
+    if leader is not None and leader[0] not in (b"Z", b"X"):
+        return True
+    return _group_has_live_member(pgid)

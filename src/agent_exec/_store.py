@@ -219,6 +219,7 @@ def _mark_lost(job_dir: Path, state: JobState) -> JobState:
         pid=state.pid,
         finished_at=now,
         reason=SUPERVISOR_LOST,
+        workload=state.workload,
     )
 
 
@@ -236,10 +237,15 @@ def read_state(job_dir: Path) -> JobState:
     if state.status is not JobStatus.RUNNING:
         return state
     lost = _mark_lost(job_dir, state)
-    with contextlib.suppress(OSError), supervision_claim(job_dir, patience=0.05) as fd:
-        if fd is not None:
-            current = read_state_raw(job_dir)
-            if current.status is not JobStatus.RUNNING:
-                return current
-            write_state(job_dir, lost)
+    try:
+        with supervision_claim(job_dir, patience=0.05) as fd:
+            if fd is not None:
+                current = read_state_raw(job_dir)
+                if current.status is not JobStatus.RUNNING:
+                    return current
+                write_state(job_dir, lost)
+    except OSError:
+        # Not persisted (full disk, read-only root): report it the same way on every
+        # read, dated by the last sign of life, not by the time of this read.
+        lost.finished_at = lost.updated_at = state.updated_at
     return lost

@@ -19,14 +19,20 @@ import anyio.abc
 from ._models import JobState, JobStatus
 from ._notify import Notifier
 from ._process import signal_group
+from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
-from ._timeutil import now_ts
-from ._workload import Started, exit_state, failed_state, start_workload
+from ._timeutil import format_ts, now_ts
+from ._workload import Started, apply_output_drops, exit_state, failed_state, start_workload
 
 #: After the workload exits, how long to wait for its pipes to close (a background
 #: descendant may hold them open) before the terminal state is written regardless.
 DRAIN_TIMEOUT = 2.0
+#: A detached supervisor notes every ``HEARTBEAT`` seconds that its workload still runs;
+#: an exit seen more than ``STOP_GAP`` after the last note happened while the supervisor
+#: was stopped (SIGSTOP) or starved, at an unknown moment of that gap.
+HEARTBEAT = 0.25
+STOP_GAP = 1.0
 
 
 def _seconds_ceil(value: float) -> float:
@@ -36,11 +42,16 @@ def _seconds_ceil(value: float) -> float:
 class _Supervision:
     """State shared by the tasks supervising one workload."""
 
-    def __init__(self, spec: LaunchSpec, lock_fd: int | None, started_at: str) -> None:
+    def __init__(
+        self, spec: LaunchSpec, lock_fd: int | None, started_at: str, started: Started | None = None
+    ) -> None:
         self.spec = spec
         self.lock_fd = lock_fd
         self.started_at = started_at
+        self.started = started
+        self.reserve = started.reserve if started is not None else StateReserve.empty()
         self.pid: int | None = None
+        self.last_alive: float | None = None
         self.finished = False
         self.timed_out = False
         self.kill_deadline: float | None = None
@@ -59,25 +70,66 @@ class _Supervision:
             updated_at=now_ts(),
             started_at=self.started_at,
             pid=self.pid,
+            workload=self.started.identity if self.started is not None else None,
         )
 
     async def write_terminal(self, state: JobState) -> JobState:
-        """Record the terminal state (even while being cancelled), then let go of the lock."""
+        """Record the terminal state (even while being cancelled), then let go of the lock.
+
+        A failing write (full disk, no descriptor left) falls back on the job's reserve
+        and is retried for a while: the lock is held meanwhile, so no reader takes the
+        job for lost while its outcome is known.
+        """
         with anyio.CancelScope(shield=True):
             async with self.state_lock:
                 self.finished = True
-                write_state(self.spec.job_dir, state)
+                deadline = anyio.current_time() + WRITE_PATIENCE
+                while True:
+                    try:
+                        self.reserve.write_state(self.spec.job_dir, state)
+                        break
+                    except OSError:
+                        if anyio.current_time() >= deadline:
+                            self.reserve.release()
+                            raise
+                    await anyio.sleep(RETRY_EVERY)
         self.release_lock()
         return state
 
     async def refresh_progress(self, every: float) -> None:
-        """Touch ``updated_at`` every ``every`` seconds; never after the terminal write."""
+        """Touch ``updated_at`` every ``every`` seconds; never after the terminal write.
+
+        A refresh that cannot be written (full disk) is skipped, never fatal.
+        """
         while True:
             await anyio.sleep(every)
             async with self.state_lock:
                 if self.finished:
                     return
-                write_state(self.spec.job_dir, self.running_state())
+                with contextlib.suppress(OSError):
+                    write_state(self.spec.job_dir, self.running_state())
+
+    async def note_alive(self) -> None:
+        """The heartbeat: the last moment the workload was seen running."""
+        assert self.pid is not None
+        while True:
+            try:
+                exited = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # noqa: ASYNC222 - WNOHANG: never blocks
+            except ChildProcessError:
+                return
+            if exited is not None:
+                return
+            self.last_alive = time.monotonic()
+            await anyio.sleep(HEARTBEAT)
+
+    def bound_stop(self, state: JobState, started: Started, seen_at: float) -> None:
+        """If the exit was seen long after the last heartbeat (the supervisor was stopped),
+        record the last moment the workload was seen running and the uncertainty."""
+        if self.last_alive is None or seen_at - self.last_alive <= STOP_GAP:
+            return
+        state.duration_ms = max(0, int((self.last_alive - started.clock) * 1000))
+        state.finished_at = format_ts(time.time() - (time.monotonic() - self.last_alive))
+        state.supervisor_stopped_ms = int((seen_at - self.last_alive) * 1000)
 
     async def enforce_timeout(self, timeout: float, kill_after: float) -> None:
         """SIGTERM the process group at the deadline, SIGKILL it ``kill_after`` later."""
@@ -106,6 +158,7 @@ async def supervise(
     *,
     lock_fd: int | None = None,
     started: Started | None = None,
+    stop_aware: bool = False,
     task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
 ) -> JobState:
     """Run the workload of ``spec`` to completion and return its terminal state.
@@ -118,6 +171,9 @@ async def supervise(
 
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
     the detached supervisor's synchronous head start (see ``_launch``).
+
+    ``stop_aware`` (the detached supervisor) adds a heartbeat so that time the supervisor
+    spent stopped is not counted in ``duration_ms`` (see :meth:`_Supervision.bound_stop`).
     """
     notifier = Notifier(spec)
     if started is None:
@@ -135,13 +191,13 @@ async def supervise(
         adopted = False
     else:
         adopted = True
-    sup = _Supervision(spec, lock_fd, started.started_at)
+    sup = _Supervision(spec, lock_fd, started.started_at, started)
     try:
         sup.pid = started.process.pid
         if not adopted:  # start_workload recorded it running already
             task_status.started(started.process.pid)
         notifier.attach(started.writer)
-        state = await _supervise_running(sup, started, notifier)
+        state = await _supervise_running(sup, started, notifier, stop_aware)
     finally:
         started.close_pipes()
         sup.release_lock()
@@ -149,7 +205,9 @@ async def supervise(
     return state
 
 
-async def _supervise_running(sup: _Supervision, started: Started, notifier: Notifier) -> JobState:
+async def _supervise_running(
+    sup: _Supervision, started: Started, notifier: Notifier, stop_aware: bool
+) -> JobState:
     spec = sup.spec
     process, pipes, writer = started.process, started.pipes, started.writer
     try:
@@ -170,7 +228,10 @@ async def _supervise_running(sup: _Supervision, started: Started, notifier: Noti
                 tg.start_soon(sup.enforce_timeout, remaining, kill_after)
             if spec.progress_every_s > 0:
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
+            if stop_aware:
+                tg.start_soon(sup.note_alive)
             returncode = await process.wait()
+            seen_at = time.monotonic()
             duration_ms = started.duration_ms()
             with anyio.move_on_after(DRAIN_TIMEOUT):
                 await pumps_done.wait()
@@ -182,18 +243,33 @@ async def _supervise_running(sup: _Supervision, started: Started, notifier: Noti
             state = exit_state(
                 spec.job_id, sup.started_at, sup.pid, returncode, duration_ms, timed_out=sup.timed_out
             )
+            sup.bound_stop(state, started, seen_at)
+            apply_output_drops(state, writer)
+            state.workload = started.identity
             await sup.write_terminal(state)
             tg.cancel_scope.cancel()
-    except BaseException:
+    except BaseException as exc:
         with anyio.CancelScope(shield=True):
-            await _kill_and_record(sup, started)
+            await _kill_and_record(sup, started, exc)
         raise
     await sup.escalate()
     return state
 
 
-async def _kill_and_record(sup: _Supervision, started: Started) -> None:
-    """Teardown on cancellation: SIGKILL the group, reap, keep the output, record ``killed``."""
+def _why(exc: BaseException) -> str:
+    """``runner_cancelled`` for a cancellation, else ``supervisor_error: ...`` naming the failure."""
+    if isinstance(exc, anyio.get_cancelled_exc_class() | KeyboardInterrupt | SystemExit):
+        return "runner_cancelled"
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _why(exc.exceptions[0])
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"supervisor_error: {exc.strerror}" + (f": {exc.filename}" if exc.filename is not None else "")
+    return f"supervisor_error: {type(exc).__name__}: {exc}"
+
+
+async def _kill_and_record(sup: _Supervision, started: Started, exc: BaseException) -> None:
+    """Teardown on cancellation or failure: SIGKILL the group, reap, keep the output, record
+    ``killed`` with the reason (``runner_cancelled``, or the supervisor's own error)."""
     if sup.finished:
         return
     process = started.process
@@ -208,6 +284,9 @@ async def _kill_and_record(sup: _Supervision, started: Started) -> None:
     with contextlib.suppress(OSError):
         started.writer.close()
     state = exit_state(sup.spec.job_id, sup.started_at, sup.pid, returncode, started.duration_ms())
-    state.reason = "runner_cancelled"
+    state.workload = started.identity
+    apply_output_drops(state, started.writer)
+    reason = _why(exc)
+    state.reason = reason if state.reason is None else f"{reason}; {state.reason}"
     with contextlib.suppress(OSError):
         await sup.write_terminal(state)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._logs import LogWriter
-from ._models import JobState, JobStatus
+from ._models import JobState, JobStatus, WorkloadIdentity
 from ._paths import FULL_LOG, STDERR_LOG, STDOUT_LOG
-from ._process import build_argv, build_env
+from ._process import build_argv, build_env, start_ticks
+from ._reserve import StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import now_ts
@@ -134,6 +135,8 @@ class Started:
     writer: LogWriter
     started_at: str
     clock: float
+    reserve: StateReserve
+    identity: WorkloadIdentity
 
     def duration_ms(self) -> int:
         return int((time.monotonic() - self.clock) * 1000)
@@ -172,7 +175,12 @@ def start_workload(spec: LaunchSpec) -> Started | str:
         writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, spec.full_log or job_dir / FULL_LOG)
     except OSError as exc:
         return f"spawn_failed: cannot open the logs: {exc.strerror or exc}"
-    pipes = [OutputPipe("stdout"), OutputPipe("stderr")]
+    try:
+        pipes = [OutputPipe("stdout"), OutputPipe("stderr")]
+    except OSError as exc:
+        writer.close()
+        return f"spawn_failed: {exc.strerror or exc}"
+    reserve = StateReserve(job_dir)
     stdin_fd: int | None = None
     try:
         env = build_env(
@@ -197,6 +205,7 @@ def start_workload(spec: LaunchSpec) -> Started | str:
         )
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         writer.close()
+        reserve.release()
         for pipe in pipes:
             pipe.close()
         if isinstance(exc, OSError):
@@ -207,6 +216,7 @@ def start_workload(spec: LaunchSpec) -> Started | str:
             os.close(stdin_fd)
     for pipe in pipes:
         pipe.close_write_end()
+    identity = WorkloadIdentity(pid=process.pid, pgid=process.pid, start_ticks=start_ticks(process.pid))
     with contextlib.suppress(OSError):  # informational; the terminal record is what counts
         write_state(
             job_dir,
@@ -216,9 +226,20 @@ def start_workload(spec: LaunchSpec) -> Started | str:
                 updated_at=started_at,
                 started_at=started_at,
                 pid=process.pid,
+                workload=identity,
             ),
         )
-    return Started(process, pipes, writer, started_at, started_clock)
+    return Started(process, pipes, writer, started_at, started_clock, reserve, identity)
+
+
+def apply_output_drops(state: JobState, writer: LogWriter) -> None:
+    """Record in ``state`` what the logs could not take (``output_dropped_bytes``, ``reason``)."""
+    drops = writer.drops
+    reason = drops.reason()
+    if reason is None:
+        return
+    state.output_dropped_bytes = drops.raw_bytes or None
+    state.reason = reason if state.reason is None else f"{state.reason}; {reason}"
 
 
 def exit_state(

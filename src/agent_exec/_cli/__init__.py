@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def execute(invocation: Invocation) -> int:
     """Run one parsed invocation, print its response document, return the exit code."""
-    from .._errors import AgentExecError
+    from .._errors import AgentExecError, error_from_exception
     from .._output import emit, envelope, error_envelope
 
     yaml = bool(invocation.globals.get("yaml"))
@@ -41,7 +41,7 @@ def execute(invocation: Invocation) -> int:
     except Exception as exc:  # never a traceback on stdout: report it as a JSON error
         if logger:
             logger.debug("unexpected error in %s", invocation.command, exc_info=True)
-        emit(error_envelope(AgentExecError(f"{type(exc).__name__}: {exc}")), yaml=yaml)
+        emit(error_envelope(error_from_exception(exc, invocation.command)), yaml=yaml)
         return 1
     if logger:
         logger.info("%s: %s", invocation.command, data.get("job_id") or data.get("root") or "ok")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         # anyio) overlaps ours on the other core (see _launch).
         from .._launch import prefork
 
-        prefork()
+        prefork()  # best effort: a failed fork is retried (and reported) at launch
     from ._grammar import Decline, hoist_globals, parse
 
     args = _help_pseudo_command(args)

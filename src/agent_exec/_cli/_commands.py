@@ -110,7 +110,7 @@ def _gc_settings(p: Params, config: Any) -> Any:
 
 def cmd_run(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, launch_detached_locked, launch_spec, observe, run_data
+    from .._jobs import create_job, launch_new_job, launch_spec, observe, run_data
     from .._store import supervision_claim
 
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
@@ -135,12 +135,12 @@ def cmd_run(p: Params, g: Params) -> Result:
         job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=Path(p["log"]) if p["log"] else None
     )
     spec.auto_gc = gc_settings
-    with supervision_claim(job_dir) as lock_fd:
-        assert lock_fd is not None  # a brand-new job directory
-        if kind == "ray":
+    if kind == "ray":
+        with supervision_claim(job_dir) as lock_fd:
+            assert lock_fd is not None  # a brand-new job directory
             _launch_on_ray(client, address, spec, meta, lock_fd)
-        else:
-            launch_detached_locked(spec, lock_fd)
+    else:
+        launch_new_job(spec)
     wait, until, forever = _observation(p)
     state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
     data = run_data(
@@ -167,11 +167,10 @@ def _launch_on_ray(client: Any, address: str, spec: Any, meta: Any, lock_fd: int
     import shutil
 
     from .._backends.ray_cli import launch_on_ray
-    from .._errors import BackendUnavailable
 
     try:
         launch_on_ray(client, address, spec, meta, lock_fd)
-    except BackendUnavailable:
+    except BaseException:
         shutil.rmtree(spec.job_dir, ignore_errors=True)
         raise
 
