@@ -56,6 +56,7 @@ async def test_kill_and_timeout(ray_head: LocalRayHead, tmp_path: Path) -> None:
         assert await sleeper.kill() is False  # finished: nothing to stop
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # ~1 job/s on 2 cores: once is enough
 async def test_200_jobs_through_the_runner(ray_head: LocalRayHead, tmp_path: Path) -> None:
     limit = 16
     async with JobRunner(
@@ -77,6 +78,7 @@ async def test_200_jobs_through_the_runner(ray_head: LocalRayHead, tmp_path: Pat
         assert job.stdout_log_path.read_bytes() == f"job-{index}\n".encode()
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_unreachable_address_fails_at_open(tmp_path: Path) -> None:
     began = time.monotonic()
     with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1:9"):
@@ -85,6 +87,7 @@ async def test_unreachable_address_fails_at_open(tmp_path: Path) -> None:
     assert time.monotonic() - began < 15
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_runner_cancelled_stops_its_ray_jobs(ray_head: LocalRayHead, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         async with JobRunner(tmp_path / "jobs", backend=RayJobs(ray_head.address)) as runner:
