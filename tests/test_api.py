@@ -168,8 +168,11 @@ async def test_run_wait_returns_every_result_field(root: Path) -> None:
     assert result.stderr_log_path.read_text() == "to-err\n"
     assert ok.stdout_log_path.read_text() == "fine\n"
     tail = await failing.tail()
-    assert tail["job_id"] == failing.job_id and tail["stdout"] == "to-out\n"
-    assert await failing.status() == result
+    assert tail.job_id == failing.job_id and tail.stdout.text == "to-out\n"
+    assert tail.stderr.total_bytes == len("to-err\n")
+    assert result.stdout is not None and result.stdout.text == "to-out\n"
+    assert result.stderr is not None and result.stderr.text == "to-err\n"
+    assert await failing.status(max_bytes=65536) == result
 
 
 @pytest.mark.asyncio
@@ -191,9 +194,9 @@ async def test_wait_with_timeout_returns_current_state(root: Path) -> None:
         assert time.monotonic() - started < 5
         assert result.state in (JobStatus.CREATED, JobStatus.RUNNING)
         await until_running(job)
-        assert await job.kill("KILL") is True
+        assert (await job.kill("KILL")).state is JobStatus.RUNNING  # sent; not yet recorded
         final = await job.wait()
-    assert final.state is JobStatus.KILLED and final.signal == "9"
+    assert final.state is JobStatus.KILLED and final.signal is signal.SIGKILL
 
 
 # -- the CLI and the runner share one store ----------------------------------------------
@@ -208,7 +211,8 @@ async def test_cli_reads_every_job_the_runner_wrote(root: Path, cli: Cli) -> Non
         running_doc = await cli_doc(cli, "status", blocker.job_id)
         assert running_doc["state"] == "running"
         # Queued beyond max_concurrency: ``created`` to the CLI, and ``start`` cannot steal it.
-        assert (await cli_doc(cli, "status", queued.job_id))["state"] == "created"
+        queued_doc = await cli_doc(cli, "status", queued.job_id)
+        assert (queued_doc["state"], queued_doc["reason"]) == ("created", "queued")
         stolen = await anyio.to_thread.run_sync(lambda: cli("start", queued.job_id))
         assert stolen.returncode == 1 and stolen.doc["error"]["code"] == "invalid_state"
         killed = await cli_doc(cli, "kill", "--signal", "KILL", blocker.job_id)
@@ -240,7 +244,7 @@ async def test_runner_reads_jobs_the_cli_started(root: Path, cli: Cli) -> None:
         assert {row.job_id for row in rows} == {job_id, mine.job_id}
         tagged = await runner.list(tags=["from-cli"])
         assert [(row.job_id, row.state, row.tags, row.exit_code) for row in tagged] == [
-            (job_id, "exited", ("from-cli",), 2)
+            (job_id, JobStatus.EXITED, ("from-cli",), 2)
         ]
         assert [row.job_id for row in await runner.list(state="exited", tags=["from-api"])] == [mine.job_id]
 
@@ -334,7 +338,7 @@ async def cancel_jobs_in_flight(root: Path, tmp_path: Path, limit: int = 48, cou
     results = [await job.status() for job in jobs]
     running = {(results[i].state, results[i].signal, results[i].reason) for i in ran}
     queued = {(r.state, r.reason) for i, r in enumerate(results) if i not in ran}
-    assert running == {(JobStatus.KILLED, "9", "runner_cancelled")}
+    assert running == {(JobStatus.KILLED, signal.SIGKILL, "runner_cancelled")}
     assert queued == {(JobStatus.FAILED, "runner_cancelled_before_start")}
     workloads = [workload_pid(jobs[i]) for i in ran]
     grandchildren = [int(pidfiles[i].read_text()) for i in ran]
@@ -366,7 +370,11 @@ async def test_raising_inside_the_block_kills_running_jobs(root: Path) -> None:
     )
     for job in jobs:
         result = await job.status()
-        assert (result.state, result.signal, result.reason) == (JobStatus.KILLED, "9", "runner_cancelled")
+        assert (result.state, result.signal, result.reason) == (
+            JobStatus.KILLED,
+            signal.SIGKILL,
+            "runner_cancelled",
+        )
     assert children() == {}
 
 
@@ -463,8 +471,9 @@ async def test_timeout_terminates_then_kill_after_escalates(root: Path) -> None:
         started = time.monotonic()
         first, second = await polite.wait(), await stubborn.wait()
     assert time.monotonic() - started < 10
-    assert (first.state, first.signal, first.reason) == (JobStatus.KILLED, "15", "timeout")
-    assert (second.state, second.signal, second.reason) == (JobStatus.KILLED, "9", "timeout")
+    assert (first.state, first.signal, first.reason) == (JobStatus.KILLED, signal.SIGTERM, "timeout")
+    assert (second.state, second.signal, second.reason) == (JobStatus.KILLED, signal.SIGKILL, "timeout")
+    assert not first.ok and first.timed_out
     assert first.duration_ms is not None and 900 <= first.duration_ms < 5000
     assert second.duration_ms is not None and second.duration_ms >= 1900
 
@@ -476,10 +485,9 @@ async def test_kill_signals_the_process_group(root: Path, tmp_path: Path) -> Non
         job = await runner.run(f"sleep 300 & echo $! > {pidfile}; wait")
         await until_running(job)
         grandchild = await apoll(lambda: read_int_file(pidfile))
-        assert await job.kill("TERM") is True
-        result = await job.wait()
-        assert (result.state, result.signal) == (JobStatus.KILLED, "15")
-        assert await job.kill("TERM") is False  # terminal: nothing to signal
+        result = await job.kill(signal.SIGTERM, wait=True)
+        assert (result.state, result.signal) == (JobStatus.KILLED, signal.SIGTERM)
+        assert (await job.kill("TERM")).state is JobStatus.KILLED  # terminal: nothing to signal
     await apoll(lambda: process_gone(grandchild), timeout=10)
 
 
@@ -502,8 +510,9 @@ async def test_errors_come_from_the_documented_hierarchy(root: Path) -> None:
         with pytest.raises(AmbiguousJobId) as ambiguous:
             await runner.get(shared)
         assert ambiguous.value.code == "ambiguous_job_id"
-        with pytest.raises(InvalidState):  # queued behind max_concurrency=1
-            await jobs[1].kill("TERM")
+        cli_created = runner.job(jobs[1].job_id)  # the store's view: a created job
+        with pytest.raises(InvalidState):  # nobody but its runner may start or kill it
+            await cli_created.kill("TERM")
         with pytest.raises(InvalidSignal):
             await jobs[0].kill("NOT-A-SIGNAL")
         with pytest.raises(InvalidTag):

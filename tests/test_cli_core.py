@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
+
 from conftest import Cli, CliResult, poll_until, py
 
 
@@ -377,8 +378,7 @@ def test_masked_values_never_appear_in_output(cli: Cli) -> None:
     doc = ok(run, "run")
     assert doc["env_vars"] == ["TOKEN=***", "A=1"]
     outputs = [run.stdout]
-    for args in (("status",), ("wait",), ("tail",), ("kill",)):
-        outputs.append(cli(*args, doc["job_id"]).stdout)
+    outputs += [cli(*args, doc["job_id"]).stdout for args in (("status",), ("wait",), ("tail",), ("kill",))]
     outputs.append(cli("list").stdout)
     assert all(secret not in text for text in outputs)
 

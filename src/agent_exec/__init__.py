@@ -14,10 +14,6 @@ _TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milli
 if _TYPE_CHECKING:
     from typing import Any as _Any
 
-    from ._api import Job as Job
-    from ._api import JobResult as JobResult
-    from ._api import JobRunner as JobRunner
-    from ._api import JobSummary as JobSummary
     from ._backends.ray import RayJobs as RayJobs
     from ._errors import AgentExecError as AgentExecError
     from ._errors import AmbiguousJobId as AmbiguousJobId
@@ -34,15 +30,30 @@ if _TYPE_CHECKING:
     from ._errors import StateCorrupt as StateCorrupt
     from ._errors import StdinRequired as StdinRequired
     from ._errors import StdinTooLarge as StdinTooLarge
+    from ._gc import GcEntry as GcEntry
+    from ._gc import GcResult as GcResult
+    from ._job import Job as Job
     from ._models import JobStatus as JobStatus
+    from ._results import JobResult as JobResult
+    from ._results import JobSummary as JobSummary
+    from ._results import OutputChunk as OutputChunk
+    from ._results import OutputExcerpt as OutputExcerpt
+    from ._results import OutputLine as OutputLine
+    from ._results import TailResult as TailResult
+    from ._runner import JobRunner as JobRunner
+    from ._runner import RunOptions as RunOptions
 
-__version__ = "0.2.3"
+#: The package version. (The CLI's ``agent-exec --version`` prints ``0.2.3``: the version of
+#: the upstream JSON contract it implements byte for byte.)
+__version__ = "0.3.0"
 
 __all__ = [
     "AgentExecError",
     "AmbiguousJobId",
     "BackendUnavailable",
     "ConfigError",
+    "GcEntry",
+    "GcResult",
     "InvalidArgument",
     "InvalidDuration",
     "InvalidSignal",
@@ -55,17 +66,27 @@ __all__ = [
     "JobRunner",
     "JobStatus",
     "JobSummary",
+    "OutputChunk",
+    "OutputExcerpt",
+    "OutputLine",
     "RayJobs",
+    "RunOptions",
     "RunnerClosed",
     "StateCorrupt",
     "StdinRequired",
     "StdinTooLarge",
+    "TailResult",
     "__version__",
 ]
 
 #: Where each public name lives.
 _HOMES = {
-    **dict.fromkeys(("Job", "JobResult", "JobRunner", "JobSummary"), "_api"),
+    "Job": "_job",
+    **dict.fromkeys(("JobRunner", "RunOptions"), "_runner"),
+    **dict.fromkeys(("GcEntry", "GcResult"), "_gc"),
+    **dict.fromkeys(
+        ("JobResult", "JobSummary", "OutputChunk", "OutputExcerpt", "OutputLine", "TailResult"), "_results"
+    ),
     "JobStatus": "_models",
     "RayJobs": "_backends.ray",
     "BackendUnavailable": "_errors",

@@ -101,11 +101,14 @@ class JobDefinition:
     inherit_env: bool = True
     mask: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
-    timeout_s: int = 0
-    kill_after_s: int = 0
-    progress_every_s: int = 0
+    timeout_s: float = 0
+    kill_after_s: float = 0
+    progress_every_s: float = 0
     notification: NotificationConfig | None = None
+    #: The shell wrapper; empty: the command is exec'd directly (the library's argv policy).
     wrapper: list[str] = field(default_factory=lambda: list(DEFAULT_WRAPPER))
+    #: Record the exact argv exec'd (``meta.json`` ``argv`` and ``shell``): library jobs.
+    record_argv: bool = False
 
     def masked_env(self) -> list[str]:
         masked = set(self.mask)
@@ -189,13 +192,18 @@ def create_job(
         tags=dedupe(definition.tags),
         inherit_env=definition.inherit_env,
         env_files=list(definition.env_files),
-        timeout_ms=definition.timeout_s * 1000,
-        kill_after_ms=definition.kill_after_s * 1000,
-        progress_every_ms=definition.progress_every_s * 1000,
+        timeout_ms=round(definition.timeout_s * 1000),
+        kill_after_ms=round(definition.kill_after_s * 1000),
+        progress_every_ms=round(definition.progress_every_s * 1000),
         shell_wrapper=list(definition.wrapper),
     )
     if backend is not None:
         meta.extra["backend"] = backend
+    if definition.record_argv:
+        from ._process import build_argv
+
+        meta.extra["argv"] = build_argv(definition.wrapper, definition.command)
+        meta.extra["shell"] = bool(definition.wrapper)
     try:
         job_dir.mkdir(mode=DIR_MODE)
     except OSError as exc:
@@ -235,7 +243,8 @@ def launch_spec(
         job_id=meta.job_id,
         job_dir=job_dir,
         command=meta.command,
-        wrapper=meta.shell_wrapper or list(DEFAULT_WRAPPER),
+        # ``[]`` (not missing) is a library job's direct exec.
+        wrapper=meta.shell_wrapper if meta.shell_wrapper is not None else list(DEFAULT_WRAPPER),
         cwd=cwd,
         env_pairs=list(env_pairs),
         env_files=meta.env_files,
@@ -291,6 +300,24 @@ def masked_env_view(meta: JobMeta) -> list[str]:
     ]
 
 
+#: ``state.json`` ``reason`` of a job a :class:`~agent_exec.JobRunner` queued (its ``pid`` is
+#: the runner's process): the runner starts it in its turn, ``agent-exec start`` must not.
+QUEUED_REASON = "queued"
+
+
+def queued_by_live_runner(state: JobState) -> bool:
+    """A ``created`` job queued by a runner whose process still lives (it holds no lock
+    while queued: a queued job costs no file descriptor)."""
+    from ._store import pid_alive
+
+    return (
+        state.status is JobStatus.CREATED
+        and state.reason == QUEUED_REASON
+        and state.pid is not None
+        and pid_alive(state.pid)
+    )
+
+
 def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, Path, JobMeta]:
     """Launch a ``created`` job exactly once, even if several callers race to start it."""
     job_id, job_dir = resolve_job(root, given)
@@ -301,6 +328,10 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, 
         if lock_fd is None or state.status is not JobStatus.CREATED:
             shown = state.status.value if lock_fd is not None else "running"
             raise InvalidState(f"job {given} is in '{shown}' state; only 'created' jobs can be started")
+        if queued_by_live_runner(state):
+            raise InvalidState(
+                f"job {given} is queued by a JobRunner (pid {state.pid}); it starts in its turn"
+            )
         spec = launch_spec(job_dir, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
         spec.auto_gc = auto_gc
         from ._backends import backend_record
@@ -570,12 +601,9 @@ def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = 
     signum = resolve_signal(signal_name)
     requested = signal_name.strip().upper()
     job_id, job_dir = resolve_job(root, given)
-    from ._backends import backend_record
+    from ._backends import backend_record_of
 
-    try:
-        record = backend_record(read_meta(job_dir))
-    except StateCorrupt:
-        record = None
+    record = backend_record_of(job_dir)
     if record is not None:  # a Ray job: Ray stops it, its watcher records the outcome
         from ._backends.ray_cli import kill_ray_job
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from ._errors import AgentExecError, ConfigError, InvalidSignal
 
 DEFAULT_WRAPPER = ("sh", "-lc")
+#: The library's shell for a command given as one string (``subprocess``'s ``shell=True``).
+LIBRARY_SHELL = ("sh", "-c")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
@@ -22,10 +24,49 @@ def parse_wrapper(text: str) -> list[str]:
 
 
 def build_argv(wrapper: Sequence[str], command: Sequence[str]) -> list[str]:
-    """One word is a shell string; several words are exec'd verbatim through the wrapper."""
+    """The argv to exec for ``command`` under ``wrapper`` (0.2.3 rules when there is one).
+
+    No wrapper (an empty one, the library's choice for an argv) execs ``command`` directly.
+    Through a wrapper, one word is a shell string; several words are exec'd verbatim.
+    """
+    if not wrapper:
+        return list(command)
     if len(command) == 1:
         return [*wrapper, command[0]]
     return [*wrapper, 'exec "$@"', "--", *command]
+
+
+def library_command(
+    command: Sequence[str] | str, shell_wrapper: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The library's command policy, Python's own (``subprocess``): ``(words, wrapper)``.
+
+    - a sequence is exec'd directly: no shell, ``PATH`` looked up in the job's environment
+      (so a venv or tool directory on the caller's ``PATH`` is found);
+    - a ``str`` runs through ``sh -c`` (not a login shell: Debian's profile resets ``PATH``);
+    - ``shell_wrapper`` (e.g. ``["bash", "-lc"]``) runs either through that wrapper instead,
+      with the CLI's rules for a sequence (one word is a shell string, several are exec'd
+      with ``exec "$@"``).
+
+    :raises ValueError: an empty command or wrapper.
+    """
+    if isinstance(command, str):
+        words = [command]
+        if not command.strip():
+            raise ValueError("command must not be empty")
+    else:
+        words = list(command)
+        if not words:
+            raise ValueError("command must not be empty")
+        if not all(isinstance(word, str) for word in words):
+            raise TypeError("command words must be str")
+    if shell_wrapper is not None:
+        # A string is split on whitespace, like ``--shell-wrapper "bash -lc"``.
+        wrapper = shell_wrapper.split() if isinstance(shell_wrapper, str) else list(shell_wrapper)
+        if not wrapper:
+            raise ValueError("shell_wrapper must not be empty")
+        return words, wrapper
+    return words, list(LIBRARY_SHELL) if isinstance(command, str) else []
 
 
 def split_env_pair(pair: str) -> tuple[str, str]:
@@ -61,8 +102,14 @@ def build_env(
     return env
 
 
-def resolve_signal(name: str) -> signal.Signals:
-    """Any signal name (``TERM``, ``SIGTERM``, ``term``) or number; else :class:`InvalidSignal`."""
+def resolve_signal(name: str | int) -> signal.Signals:
+    """Any signal name (``TERM``, ``SIGTERM``, ``term``), number or :class:`signal.Signals`;
+    else :class:`InvalidSignal`."""
+    if isinstance(name, int):
+        try:
+            return signal.Signals(name)
+        except ValueError:
+            raise InvalidSignal(str(name)) from None
     text = name.strip().upper()
     if text.isdigit():
         try:

@@ -460,13 +460,21 @@ def build_app(config: ServeConfig) -> ASGIApp:
 
     @endpoint(mutating=True)
     async def exec_(request: Request) -> Response:
-        from ._api import JobRunner
         from ._jobs import observe, run_data
+        from ._process import DEFAULT_WRAPPER
+        from ._runner import JobRunner
 
         clock = time.monotonic()
         spec = parse_exec_body(await read_body(request))
         async with JobRunner(root, detached=True) as runner:
-            job = await runner.run(spec.command, cwd=spec.cwd, env=spec.env, timeout=spec.timeout_s)
+            # The CLI's command rules (built-in ``sh -lc`` wrapper), not the library's.
+            job = await runner.run(
+                spec.command,
+                cwd=spec.cwd,
+                env=spec.env,
+                timeout=spec.timeout_s,
+                shell_wrapper=list(DEFAULT_WRAPPER),
+            )
         state, waited_ms = await blocking(
             observe, job.job_dir, wait=spec.wait, until=spec.until, forever=False
         )

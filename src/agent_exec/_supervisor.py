@@ -8,10 +8,10 @@ supervisor process that ``agent-exec run`` forks (one ``anyio.run`` per job), an
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -35,17 +35,22 @@ HEARTBEAT = 0.25
 STOP_GAP = 1.0
 
 
-def _seconds_ceil(value: float) -> float:
-    return float(math.ceil(value)) if value > 0 else 0.0
+TerminalCallback = Callable[[JobState], None]
 
 
 class _Supervision:
     """State shared by the tasks supervising one workload."""
 
     def __init__(
-        self, spec: LaunchSpec, lock_fd: int | None, started_at: str, started: Started | None = None
+        self,
+        spec: LaunchSpec,
+        lock_fd: int | None,
+        started_at: str,
+        started: Started | None = None,
+        on_terminal: TerminalCallback | None = None,
     ) -> None:
         self.spec = spec
+        self.on_terminal = on_terminal
         self.lock_fd = lock_fd
         self.started_at = started_at
         self.started = started
@@ -78,7 +83,9 @@ class _Supervision:
 
         A failing write (full disk, no descriptor left) falls back on the job's reserve
         and is retried for a while: the lock is held meanwhile, so no reader takes the
-        job for lost while its outcome is known.
+        job for lost while its outcome is known. ``on_terminal`` learns the outcome right
+        then: an in-process waiter must not wait for a pending ``kill_after`` escalation or
+        the completion notifications.
         """
         with anyio.CancelScope(shield=True):
             async with self.state_lock:
@@ -91,9 +98,13 @@ class _Supervision:
                     except OSError:
                         if anyio.current_time() >= deadline:
                             self.reserve.release()
+                            if self.on_terminal is not None:
+                                self.on_terminal(state)
                             raise
                     await anyio.sleep(RETRY_EVERY)
         self.release_lock()
+        if self.on_terminal is not None:
+            self.on_terminal(state)
         return state
 
     async def refresh_progress(self, every: float) -> None:
@@ -146,11 +157,26 @@ class _Supervision:
         the workload itself exited, so it is completed even once the job is finished."""
         if self.kill_deadline is None:
             return
-        await anyio.sleep_until(self.kill_deadline)
-        self.kill_deadline = None
         assert self.pid is not None
+        # Once the group is empty there is nobody left to kill: stop waiting (a runner
+        # leaving its block must not sit out a long ``kill_after`` for nothing).
+        delay = 0.05
+        while anyio.current_time() < self.kill_deadline and _group_exists(self.pid):
+            await anyio.sleep(min(delay, max(0.0, self.kill_deadline - anyio.current_time())))
+            delay = min(delay * 2, 1.0)
+        self.kill_deadline = None
         with contextlib.suppress(Exception):
-            signal_group(self.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)  # the group only: never a possibly reused bare pid
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 async def supervise(
@@ -160,6 +186,8 @@ async def supervise(
     started: Started | None = None,
     stop_aware: bool = False,
     task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    on_terminal: TerminalCallback | None = None,
+    on_output: Callable[[], None] | None = None,
 ) -> JobState:
     """Run the workload of ``spec`` to completion and return its terminal state.
 
@@ -174,6 +202,10 @@ async def supervise(
 
     ``stop_aware`` (the detached supervisor) adds a heartbeat so that time the supervisor
     spent stopped is not counted in ``duration_ms`` (see :meth:`_Supervision.bound_stop`).
+
+    ``on_terminal`` gets the terminal state as soon as it is written; ``on_output`` is
+    called after each chunk of output reaches the logs (in-process streaming readers wake
+    on it).
     """
     notifier = Notifier(spec)
     if started is None:
@@ -182,7 +214,7 @@ async def supervise(
         # between the spawn and the ``try`` below, so a spawned workload is always owned.
         outcome = start_workload(spec)
         if isinstance(outcome, str):
-            sup = _Supervision(spec, lock_fd, now_ts())
+            sup = _Supervision(spec, lock_fd, now_ts(), on_terminal=on_terminal)
             state = await sup.write_terminal(failed_state(spec, sup.started_at, outcome))
             task_status.started(None)
             await notifier.completion(state)
@@ -191,13 +223,13 @@ async def supervise(
         adopted = False
     else:
         adopted = True
-    sup = _Supervision(spec, lock_fd, started.started_at, started)
+    sup = _Supervision(spec, lock_fd, started.started_at, started, on_terminal)
     try:
         sup.pid = started.process.pid
         if not adopted:  # start_workload recorded it running already
             task_status.started(started.process.pid)
         notifier.attach(started.writer)
-        state = await _supervise_running(sup, started, notifier, stop_aware)
+        state = await _supervise_running(sup, started, notifier, stop_aware, on_output)
     finally:
         started.close_pipes()
         sup.release_lock()
@@ -206,7 +238,11 @@ async def supervise(
 
 
 async def _supervise_running(
-    sup: _Supervision, started: Started, notifier: Notifier, stop_aware: bool
+    sup: _Supervision,
+    started: Started,
+    notifier: Notifier,
+    stop_aware: bool,
+    on_output: Callable[[], None] | None = None,
 ) -> JobState:
     spec = sup.spec
     process, pipes, writer = started.process, started.pipes, started.writer
@@ -217,15 +253,15 @@ async def _supervise_running(
             async def pump_all() -> None:
                 async with anyio.create_task_group() as pumps:
                     for pipe in pipes:
-                        pumps.start_soon(pipe.pump, writer)
+                        pumps.start_soon(pipe.pump, writer, on_output)
                 pumps_done.set()
 
             tg.start_soon(pump_all)
             tg.start_soon(notifier.run)
             if spec.timeout_s > 0:
-                timeout, kill_after = _seconds_ceil(spec.timeout_s), _seconds_ceil(spec.kill_after_s)
-                remaining = max(0.0, timeout - (time.monotonic() - started.clock))
-                tg.start_soon(sup.enforce_timeout, remaining, kill_after)
+                # Exact (the library takes fractions of a second; the CLI whole seconds).
+                remaining = max(0.0, spec.timeout_s - (time.monotonic() - started.clock))
+                tg.start_soon(sup.enforce_timeout, remaining, max(0.0, spec.kill_after_s))
             if spec.progress_every_s > 0:
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
             if stop_aware:

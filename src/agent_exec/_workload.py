@@ -14,6 +14,7 @@ import os
 import selectors
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +64,16 @@ class OutputPipe:
             writer.write(self.stream, chunks[0] if len(chunks) == 1 else b"".join(chunks))
         return not self.at_eof
 
-    async def pump(self, writer: LogWriter) -> None:
-        """Stream the pipe into the logs until end of file (event-loop driver)."""
+    async def pump(self, writer: LogWriter, on_data: Callable[[], None] | None = None) -> None:
+        """Stream the pipe into the logs until end of file (event-loop driver); ``on_data``
+        runs after each chunk is in the logs."""
         import anyio
 
         while not self.at_eof:
             await anyio.wait_readable(self.read_fd)
             self.read_available(writer)
+            if on_data is not None:
+                on_data()
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):

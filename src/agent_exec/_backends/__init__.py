@@ -9,6 +9,7 @@ anyio) until a Ray job is actually touched: the CLI's read path imports this pac
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .._models import JobMeta
@@ -22,3 +23,14 @@ def backend_record(meta: JobMeta) -> dict[str, Any] | None:
     if isinstance(record, dict) and record.get("kind") not in (None, "local"):
         return record
     return None
+
+
+def backend_record_of(job_dir: Path) -> dict[str, Any] | None:
+    """:func:`backend_record` of a job directory; ``None`` if ``meta.json`` is unreadable."""
+    from .._errors import StateCorrupt
+    from .._store import read_meta
+
+    try:
+        return backend_record(read_meta(job_dir))
+    except StateCorrupt:
+        return None

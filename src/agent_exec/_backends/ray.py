@@ -20,13 +20,14 @@ import math
 import os
 import signal as signal_module
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from .._errors import InvalidArgument, InvalidState, RunnerClosed
+from .._errors import BackendUnavailable, InvalidArgument, RunnerClosed
 from .._models import JobMeta, JobState, JobStatus
 from .._paths import STDIN_FILE
 from .._process import build_argv, build_env, resolve_signal
@@ -220,7 +221,9 @@ class RayJobs:
         spec: LaunchSpec,
         lock_fd: int,
         *,
-        task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+        task_status: anyio.abc.TaskStatus[int | None],
+        on_terminal: Callable[[JobState], None],
+        on_output: Callable[[], None],
     ) -> JobState:
         """Submit the job, then watch it to its end (see :class:`~.base.Backend`)."""
         from .._notify import Notifier
@@ -228,10 +231,11 @@ class RayJobs:
 
         client, limiter = self._connected()
         notifier = Notifier(spec)
-        # Launched as far as the caller is concerned: the submission goes out from here,
-        # concurrently with every other job's.
-        task_status.started(None)
         started_at = now_ts()
+        # Handed over: ``running`` (Ray's PENDING included) from here on, and ``run()``
+        # returns while the submission goes out, concurrently with every other job's.
+        write_state(spec.job_dir, _running(spec.job_id, started_at))
+        task_status.started(None)
         state: JobState | None = None
         try:
             prepared = prepare_submission(
@@ -249,69 +253,78 @@ class RayJobs:
                     state = _ended(
                         spec.job_id, started_at, JobStatus.FAILED, reason=f"ray_submit_failed: {exc}"
                     )
+                else:
+                    if spec.job_id in _STOP_REQUESTED:  # killed while its submission was out
+                        await anyio.to_thread.run_sync(
+                            lambda: _stop_quietly(client, spec.job_id), limiter=limiter
+                        )
             if state is not None:
                 write_state(spec.job_dir, state)
+                on_terminal(state)
             else:
-                write_state(
-                    spec.job_dir,
-                    JobState(
-                        job_id=spec.job_id,
-                        status=JobStatus.RUNNING,
-                        updated_at=started_at,
-                        started_at=started_at,
-                    ),
-                )
                 state = await follow_job(
-                    spec, client, self._poller, notifier, started_at=started_at, limiter=limiter
+                    spec,
+                    client,
+                    self._poller,
+                    notifier,
+                    started_at=started_at,
+                    limiter=limiter,
+                    on_output=on_output,
+                    on_terminal=on_terminal,
                 )
         except BaseException:
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(Exception):
                     state = read_state_raw(spec.job_dir)
                 if state is None or not state.is_terminal:
-                    with contextlib.suppress(Exception):
-                        await anyio.to_thread.run_sync(
-                            lambda: call(client.stop_job, spec.job_id), limiter=limiter
-                        )
+                    await anyio.to_thread.run_sync(
+                        lambda: _stop_quietly(client, spec.job_id), limiter=limiter
+                    )
+                    state = _ended(spec.job_id, started_at, JobStatus.KILLED, reason="runner_cancelled")
                     with contextlib.suppress(OSError):
-                        write_state(
-                            spec.job_dir,
-                            _ended(spec.job_id, started_at, JobStatus.KILLED, reason="runner_cancelled"),
-                        )
+                        write_state(spec.job_dir, state)
+                    on_terminal(state)
                 _closed(lock_fd)
             raise
+        finally:
+            _STOP_REQUESTED.discard(spec.job_id)
         _closed(lock_fd)
         await notifier.completion(state)
         return state
 
-    async def launch_detached(self, spec: LaunchSpec, lock_fd: int) -> None:
+    async def launch_detached(self, spec: LaunchSpec, lock_fd: int) -> int:
         """Submit from here and hand the job to a detached watcher process (``detached=True``),
-        as ``agent-exec run`` does: the job's record stays current after this process exits."""
+        as ``agent-exec run`` does: the job's record stays current after this process
+        exits. Returns the watcher's pid (0 if the job failed before it was submitted)."""
         from .ray_cli import launch_on_ray
 
         client, limiter = self._connected()
         meta = read_meta(spec.job_dir)
-        await anyio.to_thread.run_sync(
+        return await anyio.to_thread.run_sync(
             lambda: launch_on_ray(client, self.address, spec, meta, lock_fd), limiter=limiter
         )
 
-    async def stop(self, job_dir: Path, job_id: str, signal: str | int) -> bool:
-        """Ask Ray to stop the job; False if it was not running there."""
-        stop_signal_ok(signal)
-        state = read_state(job_dir)
-        if state.status is JobStatus.CREATED:
-            raise InvalidState(
-                f"job {job_id} is in 'created' state and has not been started; cannot send signal"
-            )
-        if state.is_terminal:
-            return False
-        client, limiter = self._connected()
-        try:
-            return bool(
-                await anyio.to_thread.run_sync(lambda: call(client.stop_job, job_id), limiter=limiter)
-            )
-        except RayRequestFailed:
-            return False
+    async def wait_detached(self, spec: LaunchSpec, pid: int) -> None:
+        """Wait until the detached watcher ``pid`` is gone (its job is finished)."""
+        from .._launcher import LocalLauncher
+
+        if pid > 0:
+            await LocalLauncher().wait_detached(spec, pid)
+
+
+#: Jobs ``Job.kill`` asked to stop while their submission was still out (this process).
+_STOP_REQUESTED: set[str] = set()
+
+
+def _stop_quietly(client: Any, job_id: str) -> bool:
+    try:
+        return bool(call(client.stop_job, job_id))
+    except RayRequestFailed:
+        return False
+
+
+def _running(job_id: str, started_at: str) -> JobState:
+    return JobState(job_id=job_id, status=JobStatus.RUNNING, updated_at=started_at, started_at=started_at)
 
 
 def _ended(job_id: str, started_at: str, status: JobStatus, *, reason: str) -> JobState:
@@ -323,20 +336,22 @@ def _ended(job_id: str, started_at: str, status: JobStatus, *, reason: str) -> J
 
 async def stop_ray_job(record: dict[str, Any], job_dir: Path, job_id: str, signal: str | int) -> bool:
     """``Job.kill`` of any Ray job of the store: ask its head (from ``meta.json``) to stop
-    it; False if it is not running. The watcher records the outcome."""
+    it; False if it is not running. Its watcher records the outcome.
+
+    :raises InvalidSignal: / :raises InvalidArgument: a signal Ray cannot carry out.
+    """
     stop_signal_ok(signal)
     state = read_state(job_dir)
-    if state.status is JobStatus.CREATED:
-        raise InvalidState(f"job {job_id} is in 'created' state and has not been started; cannot send signal")
     if state.is_terminal:
         return False
     address = str(record.get("address", ""))
+    _STOP_REQUESTED.add(job_id)  # a submission still in flight stops right after it lands
 
     def stop() -> bool:
-        client = connect(address)
         try:
-            return bool(call(client.stop_job, job_id))
-        except RayRequestFailed:
+            client = connect(address)
+        except BackendUnavailable:
             return False
+        return _stop_quietly(client, job_id)
 
     return await anyio.to_thread.run_sync(stop)

@@ -30,8 +30,9 @@ def ray_client_for(address: str) -> Any:
     return connect(address)
 
 
-def launch_on_ray(client: Any, address: str, spec: LaunchSpec, meta: JobMeta, lock_fd: int) -> JobState:
-    """Submit a job and start its detached watcher, which takes over ``lock_fd``.
+def launch_on_ray(client: Any, address: str, spec: LaunchSpec, meta: JobMeta, lock_fd: int) -> int:
+    """Submit a job and start its detached watcher, which takes over ``lock_fd``; return
+    the watcher's pid (0 for a job recorded ``failed`` before submission).
 
     A job that cannot be defined on Ray (unreadable env file, stdin too large) is recorded
     ``failed`` with ``spawn_failed: ...``, as a local spawn failure is.
@@ -55,7 +56,7 @@ def launch_on_ray(client: Any, address: str, spec: LaunchSpec, meta: JobMeta, lo
             reason=prepared,
         )
         write_state(spec.job_dir, state)
-        return state
+        return 0
     try:
         submit(client, prepared)
     except RayRequestFailed as exc:
@@ -64,8 +65,7 @@ def launch_on_ray(client: Any, address: str, spec: LaunchSpec, meta: JobMeta, lo
         job_id=spec.job_id, status=JobStatus.RUNNING, updated_at=started_at, started_at=started_at
     )
     write_state(spec.job_dir, state)
-    spawn_detached(spec.job_dir, address, lock_fd, started_at)
-    return state
+    return spawn_detached(spec.job_dir, address, lock_fd, started_at)
 
 
 def kill_ray_job(

@@ -189,9 +189,13 @@ class _Follower:
         self.writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, full_log)
         self.writer_closed = False
 
-    def absorb(self, text: str) -> None:
+    def absorb(self, text: str) -> bool:
+        """Append the new output of ``text`` (the whole driver log) to the logs; True if any."""
+        wrote = False
         for stream, data in self.decoder.feed(text):
             self.writer.write(stream, data)
+            wrote = True
+        return wrote
 
     def close_writer(self) -> None:
         if not self.writer_closed:
@@ -250,6 +254,8 @@ async def follow_job(
     *,
     started_at: str,
     limiter: anyio.CapacityLimiter,
+    on_output: Callable[[], None] | None = None,
+    on_terminal: Callable[[JobState], None] | None = None,
 ) -> JobState:
     """Keep one submitted job's record current until it is terminal; write and return
     that state.
@@ -270,7 +276,8 @@ async def follow_job(
             )
         except RayRequestFailed:
             return False
-        follower.absorb(text)
+        if follower.absorb(text) and on_output is not None:
+            on_output()
         return True
 
     state: JobState | None = None
@@ -304,6 +311,8 @@ async def follow_job(
             follower.close_writer()
             await notifier.drain()
             write_state(spec.job_dir, state)
+            if on_terminal is not None:
+                on_terminal(state)
             tg.cancel_scope.cancel()
     finally:
         follower.close_writer()
@@ -315,7 +324,9 @@ async def follow_job(
 
 
 def spawn_detached(job_dir: Path, address: str, lock_fd: int, started_at: str) -> int:
-    """Start the detached watcher of one submitted job; it inherits the locked ``lock_fd``."""
+    """Start the detached watcher of one submitted job and return its pid; it inherits the
+    locked ``lock_fd``. It is forked once more and re-parented to init (nobody has to
+    reap it, as with the detached supervisor)."""
     import subprocess
 
     argv = [
@@ -327,15 +338,16 @@ def spawn_detached(job_dir: Path, address: str, lock_fd: int, started_at: str) -
         str(lock_fd),
         started_at,
     ]
-    process = subprocess.Popen(
+    process = subprocess.run(
         argv,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         pass_fds=(lock_fd,),
         start_new_session=True,
+        check=True,
     )
-    return process.pid
+    return int(process.stdout)
 
 
 async def _watch_main(job_dir: Path, address: str, lock_fd: int, started_at: str) -> None:
@@ -377,15 +389,29 @@ async def _watch_main(job_dir: Path, address: str, lock_fd: int, started_at: str
 
 
 def main() -> None:  # pragma: no cover - runs as the detached watcher process
-    """``python -m agent_exec._backends.ray_watch JOB_DIR ADDRESS LOCK_FD STARTED_AT``."""
+    """``python -m agent_exec._backends.ray_watch JOB_DIR ADDRESS LOCK_FD STARTED_AT``:
+    fork, print the watcher's pid, exit; the watcher keeps the job's record current."""
     job_dir, address, lock_fd, started_at = sys.argv[1:5]
+    child = os.fork()
+    if child:
+        sys.stdout.write(f"{child}\n")
+        sys.stdout.flush()
+        os._exit(0)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(devnull, target)
+    os.close(devnull)
     try:
         import setproctitle
 
         setproctitle.setproctitle(f"agent-exec _ray_watch --job-id {Path(job_dir).name}")
     except Exception:
         pass
-    anyio.run(_watch_main, Path(job_dir), address, int(lock_fd), started_at)
+    try:
+        anyio.run(_watch_main, Path(job_dir), address, int(lock_fd), started_at)
+    finally:
+        os._exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover
