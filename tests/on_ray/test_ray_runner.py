@@ -57,6 +57,7 @@ async def test_kill_and_timeout(ray_head: LocalRayHead, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # ~1 job/s on 2 cores: once is enough
+@pytest.mark.timeout(1800)
 async def test_200_jobs_through_the_runner(ray_head: LocalRayHead, tmp_path: Path) -> None:
     limit = 16
     async with JobRunner(
@@ -66,7 +67,7 @@ async def test_200_jobs_through_the_runner(ray_head: LocalRayHead, tmp_path: Pat
         jobs = [await runner.run(f"echo job-{index}") for index in range(200)]
         submitted = time.monotonic() - began
         peak = 0
-        with anyio.fail_after(900):
+        with anyio.fail_after(1700):
             while runner.statistics()["finished"] < len(jobs):
                 peak = max(peak, runner.statistics()["running"])
                 await anyio.sleep(0.1)

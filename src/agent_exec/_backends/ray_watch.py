@@ -118,7 +118,9 @@ class StatusPoller:
                 await self._poll_once()
                 round_done, self._round = self._round, anyio.Event()
                 round_done.set()
-                await anyio.sleep(self._interval)
+                # ``list_jobs`` returns every job the head knows: ask it less often.
+                many = len(self._watched) > 4
+                await anyio.sleep(max(self._interval, 1.0) if many else self._interval)
         finally:
             self._running = False
 
