@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import InvalidState, InvalidTag, StateCorrupt, StdinTooLarge
+from ._errors import InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
 from ._logs import ENCODING, file_size, read_head, read_tail
 from ._models import JobMeta, JobState, JobStatus, NotificationConfig
 from ._paths import (
@@ -31,7 +31,7 @@ from ._paths import (
     new_job_id,
     resolve_job,
 )
-from ._process import DEFAULT_WRAPPER, group_alive, resolve_signal, signal_group, split_env_pair
+from ._process import DEFAULT_WRAPPER, group_alive, split_env_pair
 from ._spec import LaunchSpec
 from ._store import (
     SUPERVISOR_LOST,
@@ -175,7 +175,7 @@ def create_job(
     try:
         root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     except OSError as exc:
-        raise StateCorrupt(f"failed to create jobs root {root}: {exc.strerror or exc}") from None
+        raise IoError.from_os(exc, "failed to create jobs root", root) from None
     job_id = new_job_id(root)
     job_dir = root / job_id
     meta = JobMeta(
@@ -207,7 +207,7 @@ def create_job(
     try:
         job_dir.mkdir(mode=DIR_MODE)
     except OSError as exc:
-        raise StateCorrupt(f"failed to create job directory {job_dir}: {exc.strerror or exc}") from None
+        raise IoError.from_os(exc, "failed to create job directory", job_dir) from None
     try:
         if stdin is not None:
             _materialise_stdin(job_dir, stdin, stdin_max_bytes)
@@ -435,6 +435,24 @@ def observe(job_dir: Path, *, wait: bool, until: float, forever: bool) -> tuple[
     return read_state(job_dir), int((time.monotonic() - start) * 1000)
 
 
+def observe_launched(
+    job_dir: Path, job_id: str, *, wait: bool, until: float, forever: bool
+) -> tuple[JobState, int]:
+    """:func:`observe` for a job this call has just launched (recorded ``running``).
+
+    Looking at the job can fail where launching it did not (no descriptor or thread to
+    spare): the caller must then still get the job, not an error that invites a retry
+    running the command twice. It is reported as it was recorded: ``running``.
+    """
+    start = time.monotonic()
+    try:
+        return observe(job_dir, wait=wait, until=until, forever=forever)
+    except (OSError, RuntimeError, StateCorrupt):
+        now = now_ts()
+        state = JobState(job_id=job_id, status=JobStatus.RUNNING, updated_at=now, started_at=now)
+        return state, int((time.monotonic() - start) * 1000)
+
+
 def output_fields(job_dir: Path, max_bytes: int) -> dict[str, Any]:
     """The bounded inline output block shared by ``run``, ``start`` and ``wait``."""
     stdout, stdout_range, stdout_total = read_head(job_dir / STDOUT_LOG, max_bytes)
@@ -589,106 +607,6 @@ def wait_data(
                 data[key] = value
         data.update(fault_fields(state))
     data.update(outputs)
-    return data
-
-
-def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
-    """Signal a running job's process group and report what happened, truthfully.
-
-    Unlike upstream, no ``killed`` record is written on the job's behalf while its
-    supervisor lives: the supervisor records the real outcome once the process is gone.
-    """
-    signum = resolve_signal(signal_name)
-    requested = signal_name.strip().upper()
-    job_id, job_dir = resolve_job(root, given)
-    from ._backends import backend_record_of
-
-    record = backend_record_of(job_dir)
-    if record is not None:  # a Ray job: Ray stops it, its watcher records the outcome
-        from ._backends.ray_cli import kill_ray_job
-
-        return kill_ray_job(job_id, job_dir, record, signal_name=signal_name, wait=wait)
-    state = read_state(job_dir)
-    if state.status is JobStatus.CREATED:
-        raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")
-    data: dict[str, Any] = {"job_id": job_id, "signal": requested}
-    if state.is_terminal:
-        if state.reason == SUPERVISOR_LOST:  # the workload may have outlived its supervisor
-            data.update(_signal_orphan(state, signum))
-        return _kill_outcome(data, state, 0) if wait else data
-    started = time.monotonic()
-    if state.workload is None and state.pid is not None and (job_dir / LOCK_FILE).exists():
-        # The pid is still the supervisor's (it passes catchable signals on, but not
-        # SIGKILL or SIGSTOP): wait briefly for the workload's own record.
-        state = _await_workload(job_dir, state, started + WORKLOAD_RECORD_PATIENCE)
-        if state.is_terminal:
-            return _kill_outcome(data, state, int((time.monotonic() - started) * 1000)) if wait else data
-    target = state.workload.pgid if state.workload is not None else state.pid
-    if target is not None:
-        signal_group(target, signum)
-    if not wait:
-        return data
-    watch = SupervisorWatch(job_dir)
-    deadline = started + 3.0
-    while True:
-        try:
-            state = read_state(job_dir)
-        except StateCorrupt:
-            break
-        remaining = deadline - time.monotonic()
-        if state.is_terminal or remaining <= 0:
-            break
-        watch.wait(remaining)
-    return _kill_outcome(data, state, int((time.monotonic() - started) * 1000))
-
-
-#: How long ``kill`` waits for a just-launched job to record its workload.
-WORKLOAD_RECORD_PATIENCE = 3.0
-
-
-def _await_workload(job_dir: Path, state: JobState, deadline: float) -> JobState:
-    while state.workload is None and not state.is_terminal and time.monotonic() < deadline:
-        time.sleep(0.005)
-        try:
-            state = read_state(job_dir)
-        except StateCorrupt:
-            break
-    return state
-
-
-def _signal_orphan(state: JobState, signum: int) -> dict[str, Any]:
-    """``kill`` on a job whose supervisor is lost: reach its process group only if it
-    provably is the job's (recorded identity, start time matching: never a reused pid).
-
-    Returns ``delivered`` and, when nothing was sent, ``delivery`` saying why.
-    """
-    identity = state.workload
-    if identity is None:
-        return {"delivered": False, "delivery": "workload_identity_unknown"}
-    alive = group_alive(identity.pgid, identity.start_ticks)
-    if alive is None:
-        return {"delivered": False, "delivery": "workload_identity_unproven"}
-    if not alive:
-        return {"delivered": False, "delivery": "workload_gone"}
-    try:
-        os.killpg(identity.pgid, signum)
-    except ProcessLookupError:
-        return {"delivered": False, "delivery": "workload_gone"}
-    except PermissionError:
-        return {"delivered": False, "delivery": "permission_denied"}
-    return {"delivered": True}
-
-
-def _kill_outcome(data: dict[str, Any], state: JobState, observed_ms: int) -> dict[str, Any]:
-    data["state"] = state.status.value
-    if state.exit_code is not None:
-        data["exit_code"] = state.exit_code
-    if state.signal is not None:
-        data["terminated_signal"] = state.signal
-    data["observed_within_ms"] = observed_ms
-    if state.reason is not None:
-        data["reason"] = state.reason
-    data.update(fault_fields(state))
     return data
 
 

@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import struct
 import sys
-import threading
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module runs before the fork, keep it light
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
 
-    from ._models import JobState
     from ._spec import LaunchSpec
-    from ._workload import Started
 
 _HEADER = struct.Struct("!Q")
 #: How long the launcher waits for the supervisor to acknowledge its job.
@@ -62,309 +57,6 @@ def _detach_stdio(keep: int) -> None:
         if fd > 2 and fd != keep:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-class _SignalRelay:
-    """Passes termination signals sent to the supervisor on to the workload's process group.
-
-    ``kill`` signals the pid recorded in ``state.json``, which is the supervisor's until the
-    workload is spawned (supervisor.md §8.2), and an operator may signal the supervisor
-    directly. Dying of it would orphan the workload with nobody draining its pipes and the
-    job ``supervisor_lost``; instead the signal goes where it was meant to go, and the
-    supervisor records the outcome. A signal arriving before the spawn is held back and
-    delivered right after it. (Python handlers are reset to the default by ``exec``, so the
-    workload itself is unaffected.)
-    """
-
-    #: Every catchable signal whose default action would end the supervisor (``kill
-    #: --signal usr1`` may reach it before the workload is recorded). SIGKILL and SIGSTOP
-    #: cannot be caught: ``kill`` waits for the workload's record before sending those.
-    SIGNALS = (
-        signal.SIGTERM,
-        signal.SIGINT,
-        signal.SIGHUP,
-        signal.SIGQUIT,
-        signal.SIGUSR1,
-        signal.SIGUSR2,
-        signal.SIGALRM,
-        signal.SIGVTALRM,
-        signal.SIGPROF,
-        signal.SIGXCPU,
-        signal.SIGPOLL,
-    )
-
-    def __init__(self) -> None:
-        self.pid: int | None = None
-        self.pending: list[int] = []
-
-    def install(self) -> None:
-        for signum in self.SIGNALS:
-            signal.signal(signum, self._on_signal)
-        # A workload that closes its output early must not kill the supervisor by SIGPIPE
-        # (Python ignores it already; keep it so even if something reset it).
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-
-    def _forward(self, signum: int) -> None:
-        assert self.pid is not None
-        with contextlib.suppress(OSError):
-            os.killpg(self.pid, signum)
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        if self.pid is None:
-            self.pending.append(signum)
-        else:
-            self._forward(signum)
-
-    def finished(self) -> None:
-        """The workload was reaped: its pid must never be signalled again (it may be reused)."""
-        self.pid = None
-
-    def started(self, value: int | None = None) -> None:
-        """``task_status.started`` of :func:`~agent_exec._supervisor.supervise`: the workload pid."""
-        self.pid = value
-        if value is not None:
-            for signum in self.pending:
-                self._forward(signum)
-        self.pending.clear()
-
-
-def supervisor_main(sock: socket.socket) -> None:
-    """The supervisor process: receive a job, supervise it, then auto-GC.
-
-    Importing anyio and asyncio costs several interpreter start-ups, so it happens in a
-    thread while this one receives the job and starts the workload at once, streaming
-    its output synchronously (``_workload.drive_until_ready``). A job that finishes before
-    the event loop is even loaded is finished right here; otherwise the async supervisor
-    adopts the running workload.
-
-    The hand-over is a two-step handshake: this process acknowledges the job (``k``), the
-    launcher records it ``running`` and says go (``g``). Anything else, an end of file
-    included, means the launcher gave up: the workload is never started. Once it is, no
-    failure of this process may leave it behind: :func:`_give_up` kills and reaps the
-    workload's group and records why.
-    """
-    relay = _SignalRelay()
-    relay.install()
-    from ._spec import LaunchSpec
-
-    ready_r, ready_w = os.pipe()
-    warming = _start_warm_up(ready_w)
-    try:
-        header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 1)
-        if len(header) < _HEADER.size:
-            header += _read_exact(sock, _HEADER.size - len(header))
-        spec = LaunchSpec.from_json(_read_exact(sock, _HEADER.unpack(header)[0]))
-    except (EOFError, OSError, ValueError):
-        return  # the launcher gave up before handing over a job
-    lock_fd = fds[0] if fds else None
-    try:
-        sock.sendall(b"k")
-        go = sock.recv(1)
-    except OSError:
-        go = b""
-    sock.close()
-    if go != b"g":  # the launcher failed after the hand-over: no job, nothing started
-        if lock_fd is not None:
-            os.close(lock_fd)
-        return
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(
-            f"agent-exec _supervise --job-id {spec.job_id} --supervise-root {spec.job_dir.parent}"
-        )
-    except Exception:  # cosmetic; never fail a job over it
-        pass
-    if not warming:  # no thread to spare (process limit): load the event loop inline
-        _warm_up(ready_w)
-    holder: list[Any] = []
-    try:
-        _run_job(spec, relay, lock_fd, ready_r, holder)
-    except BaseException as exc:
-        _give_up(spec, relay, holder[0] if holder else None, lock_fd, exc)
-
-
-def _warm_up(ready_w: int) -> None:
-    try:
-        import anyio._backends._asyncio  # noqa: F401 - what anyio.run needs
-
-        from . import _supervisor  # noqa: F401
-    except BaseException:
-        pass
-    finally:
-        os.write(ready_w, b"r")
-
-
-def _start_warm_up(ready_w: int) -> bool:
-    """Import anyio in a thread; False if no thread could be started."""
-    sys.setswitchinterval(0.0005)  # hand the GIL back quickly while the import thread runs
-    try:
-        threading.Thread(target=_warm_up, args=(ready_w,), name="warm-up", daemon=True).start()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _run_job(
-    spec: LaunchSpec, relay: _SignalRelay, lock_fd: int | None, ready_r: int, holder: list[Any]
-) -> None:
-    from . import _workload
-    from ._store import read_meta
-
-    started = None
-    if not _matches_output(spec, read_meta):
-        outcome = _workload.start_workload(spec)
-        if isinstance(outcome, str):
-            # Recorded at once, without the event loop: loading it may be what fails
-            # (descriptor limits), and the reason must not become ``supervisor_lost``.
-            from ._store import write_state
-
-            state = _workload.failed_state(spec, _now(), outcome)
-            write_state(spec.job_dir, state)
-            if lock_fd is not None:
-                os.close(lock_fd)
-            os.read(ready_r, 1)
-            import anyio
-
-            anyio.run(_after_job, spec, state)
-            return
-        started = outcome
-        holder.append(started)
-        relay.started(started.process.pid)
-        returncode = _workload.drive_until_ready(started, ready_r)
-        if returncode is not None:
-            state = _finish_now(spec, started, returncode, lock_fd)
-            holder.clear()
-            relay.finished()
-            os.read(ready_r, 1)
-            import anyio
-
-            anyio.run(_after_job, spec, state)
-            return
-    os.read(ready_r, 1)
-    import anyio
-
-    anyio.run(_supervise_and_collect, relay, spec, lock_fd, started)
-
-
-def _now() -> str:
-    from ._timeutil import now_ts
-
-    return now_ts()
-
-
-def _give_up(
-    spec: LaunchSpec, relay: _SignalRelay, started: Started | None, lock_fd: int | None, exc: BaseException
-) -> None:
-    """The supervisor cannot go on: kill and reap the workload's group, record why.
-
-    Nothing is written over a terminal record (the failure may come after it, e.g. in a
-    notification or the auto-GC).
-    """
-    from . import _workload
-    from ._store import read_state_raw, write_state
-
-    reason = f"supervisor_error: {_describe(exc)}"
-    try:
-        if read_state_raw(spec.job_dir).is_terminal:
-            return  # recorded (and reaped) already: the failure came later
-    except Exception:
-        pass
-    pid = relay.pid
-    returncode: int | None = None
-    if pid is not None:
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
-        if started is not None and started.process.returncode is not None:
-            returncode = started.process.returncode
-        else:
-            with contextlib.suppress(OSError):
-                _, status = os.waitpid(pid, 0)
-                returncode = os.waitstatus_to_exitcode(status)
-    if started is not None:
-        for pipe in started.pipes:
-            with contextlib.suppress(Exception):
-                if not pipe.at_eof:
-                    pipe.read_available(started.writer)
-        with contextlib.suppress(Exception):
-            started.writer.close()
-    if returncode is not None and started is not None:
-        state = _workload.exit_state(spec.job_id, started.started_at, pid, returncode, started.duration_ms())
-        _workload.apply_output_drops(state, started.writer)
-        state.workload = started.identity
-        state.reason = reason if state.reason is None else f"{state.reason}; {reason}"
-    else:
-        state = _workload.failed_state(spec, started.started_at if started else _now(), reason)
-        state.pid = pid
-    with contextlib.suppress(Exception):
-        if started is not None:
-            started.reserve.write_state(spec.job_dir, state)
-        else:
-            write_state(spec.job_dir, state)
-    if lock_fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(lock_fd)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
-    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
-        return "cannot start a thread (process limit)"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _matches_output(spec: LaunchSpec, read_meta: Callable[..., Any]) -> bool:
-    """Output matching needs the per-line hook from the first line: no head start then."""
-    try:
-        notification = read_meta(spec.job_dir).notification
-    except Exception:
-        return False
-    return notification is not None and notification.on_output_match is not None
-
-
-def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: int | None) -> JobState:
-    """Terminal record of a workload that finished during the head start: logs complete
-    first, then the state, then the lock (exactly the async supervisor's order)."""
-    from ._workload import apply_output_drops, exit_state
-
-    started.writer.close()
-    started.close_pipes()
-    state = exit_state(
-        spec.job_id, started.started_at, started.process.pid, returncode, started.duration_ms()
-    )
-    state.workload = started.identity
-    apply_output_drops(state, started.writer)
-    started.reserve.write_state_patiently(spec.job_dir, state)
-    if lock_fd is not None:
-        os.close(lock_fd)
-    return state
-
-
-async def _after_job(spec: LaunchSpec, state: JobState) -> None:
-    """Completion notifications and auto-GC of a job finished during the head start."""
-    from ._notify import Notifier
-
-    await Notifier(spec).completion(state)
-    _collect_garbage(spec)
-
-
-async def _supervise_and_collect(
-    relay: _SignalRelay, spec: LaunchSpec, lock_fd: int | None, started: Started | None
-) -> None:
-    from ._supervisor import supervise
-
-    await supervise(spec, lock_fd=lock_fd, started=started, stop_aware=True, task_status=relay)
-    relay.finished()
-    _collect_garbage(spec)
-
-
-def _collect_garbage(spec: LaunchSpec) -> None:
-    if spec.auto_gc is not None:
-        with contextlib.suppress(Exception):
-            from ._gc import auto_gc
-
-            auto_gc(spec.job_dir.parent, spec.auto_gc)
 
 
 class Supervisor:
@@ -408,6 +100,8 @@ class Supervisor:
                     try:
                         os.close(pid_w)
                         _detach_stdio(child_sock.fileno())
+                        from ._detached import supervisor_main
+
                         supervisor_main(child_sock)
                         status = 0
                     finally:
@@ -512,6 +206,8 @@ def main() -> None:  # pragma: no cover - exercised through JobRunner(detached=T
         os._exit(0)
     os.setsid()
     _detach_stdio(sock.fileno())
+    from ._detached import supervisor_main
+
     supervisor_main(sock)
     os._exit(0)
 

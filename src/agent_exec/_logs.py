@@ -115,11 +115,16 @@ class LogWriter:
     def __init__(self, stdout_path: Path, stderr_path: Path, full_path: Path) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC  # no O_TRUNC: see below
         full_path.parent.mkdir(parents=True, exist_ok=True)
-        self._fds = {
-            "stdout": os.open(stdout_path, flags, 0o600),
-            "stderr": os.open(stderr_path, flags, 0o600),
-        }
-        self._full_fd = os.open(full_path, flags, 0o600)
+        opened: list[int] = []
+        try:
+            for path in (stdout_path, stderr_path, full_path):
+                opened.append(os.open(path, flags, 0o600))  # noqa: PERF401 - keep what opened
+        except OSError:
+            for fd in opened:
+                os.close(fd)
+            raise
+        self._fds = {"stdout": opened[0], "stderr": opened[1]}
+        self._full_fd = opened[2]
         self._pending = {"stdout": b"", "stderr": b""}
         self._prefix_cache: tuple[int, bytes, bytes] = (-1, b"", b"")
         self.on_line: LineCallback | None = None

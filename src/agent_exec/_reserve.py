@@ -2,11 +2,10 @@
 
 A workload may fill the disk, or the descriptor table, right before it exits; the exit
 code must not be lost for it. Before the workload starts, its supervisor creates
-``.state.reserve`` in the job directory: one page of real data (so the blocks are
-allocated) and an open descriptor. If the normal atomic write of the terminal
-``state.json`` fails, the record is written over the reserve's own bytes (no new block,
-no new descriptor needed) and the reserve is renamed over ``state.json``, which is just
-as atomic. Otherwise the reserve is removed.
+``.state.reserve`` in the job directory: one page of real data, so its blocks are
+allocated. If the normal atomic write of the terminal ``state.json`` fails, the record is
+written over the reserve's own bytes (no new block needed) and the reserve is renamed
+over ``state.json``, which is just as atomic. Otherwise the reserve is removed.
 """
 
 from __future__ import annotations
@@ -30,26 +29,32 @@ RETRY_EVERY = 0.5
 
 
 class StateReserve:
-    """An allocated page and an open descriptor for the terminal ``state.json``."""
+    """An allocated page in the job directory for the terminal ``state.json``.
+
+    No descriptor is kept open (descriptors are scarce under ``ulimit -n``; by the time the
+    terminal record is written the logs and pipes are closed, so one is available).
+    """
 
     def __init__(self, job_dir: Path) -> None:
         self._path: Path | None = job_dir / RESERVE_FILE
-        self._fd = -1
         self._size = 0
         try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         except OSError:
-            return  # no room even for this: the normal write is all there is
-        self._fd = fd
-        with contextlib.suppress(OSError):
+            self._path = None  # no room even for this: the normal write is all there is
+            return
+        try:
             self._size = os.write(fd, b" " * RESERVE_SIZE)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     @classmethod
     def empty(cls) -> StateReserve:
         """A reserve holding nothing (the normal write only)."""
         reserve = cls.__new__(cls)
         reserve._path = None
-        reserve._fd = -1
         reserve._size = 0
         return reserve
 
@@ -62,10 +67,14 @@ class StateReserve:
             write_state(job_dir, state)
         except OSError:
             data = dump_pretty(state.to_dict())
-            if self._fd < 0 or self._path is None or len(data) > self._size:
+            if self._path is None or len(data) > self._size:
                 raise
-            os.pwrite(self._fd, data, 0)
-            os.ftruncate(self._fd, len(data))
+            fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                os.pwrite(fd, data, 0)  # over allocated blocks: needs no free space
+                os.ftruncate(fd, len(data))
+            finally:
+                os.close(fd)
             os.rename(self._path, job_dir / STATE_FILE)
             self._path = None  # it is state.json now
         self.release()
@@ -87,11 +96,7 @@ class StateReserve:
             time.sleep(RETRY_EVERY)
 
     def release(self) -> None:
-        """Close and remove the reserve (later calls do nothing)."""
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+        """Remove the reserve (later calls do nothing)."""
         if self._path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._path)

@@ -14,6 +14,9 @@ adds is the HTTP contract of ``serve.md`` and the hardening upstream lacks:
 - ``/wait`` polls asynchronously, stops when the client goes away, and accepts an
   optional ``until`` deadline; ``--auth-reads`` protects the read endpoints too.
 
+The dashboard (``GET /``, ``/ui`` and ``/ui/api/*``) lives in :mod:`._dashboard`; it plugs
+its routes into :func:`build_app` with this module's auth and thread pool.
+
 starlette and uvicorn are imported inside :func:`serve_command` only: the CLI start-up
 path of every other command must not pay for them.
 """
@@ -63,6 +66,8 @@ _STATUS_BY_CODE = {
     "invalid_signal": 400,
     "invalid_argument": 400,
     "unauthorized": 401,
+    "forbidden": 403,
+    "invalid_tag": 400,
 }
 _CORS_VARY = "origin, access-control-request-method, access-control-request-headers"
 
@@ -420,6 +425,8 @@ def build_app(config: ServeConfig) -> ASGIApp:
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from ._dashboard import dashboard_routes
+
     root = config.root
     expected = b"Bearer " + config.token if config.token is not None else None
     # Blocking store operations get their own thread pool: an observation window or a
@@ -538,7 +545,7 @@ def build_app(config: ServeConfig) -> ASGIApp:
 
     @endpoint(mutating=True)
     async def kill(request: Request) -> Response:
-        from ._jobs import kill_job
+        from ._kill import kill_job
 
         no_wait_text = request.query_params.get("no_wait", "false")
         if no_wait_text not in ("true", "false"):
@@ -563,6 +570,7 @@ def build_app(config: ServeConfig) -> ASGIApp:
             Route("/tail/{job_id}", tail, methods=["GET"]),
             Route("/wait/{job_id}", wait, methods=["GET"]),
             Route("/kill/{job_id}", kill, methods=["POST"]),
+            *dashboard_routes(config, blocking=blocking, endpoint=endpoint),
         ],
         exception_handlers={404: empty, 405: empty, 500: internal},
     )

@@ -22,17 +22,20 @@ from ._process import signal_group
 from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
-from ._timeutil import format_ts, now_ts
-from ._workload import Started, apply_output_drops, exit_state, failed_state, start_workload
+from ._timeutil import now_ts
+from ._workload import (
+    HEARTBEAT,
+    Started,
+    apply_output_drops,
+    bound_stop,
+    exit_state,
+    failed_state,
+    start_workload,
+)
 
 #: After the workload exits, how long to wait for its pipes to close (a background
 #: descendant may hold them open) before the terminal state is written regardless.
 DRAIN_TIMEOUT = 2.0
-#: A detached supervisor notes every ``HEARTBEAT`` seconds that its workload still runs;
-#: an exit seen more than ``STOP_GAP`` after the last note happened while the supervisor
-#: was stopped (SIGSTOP) or starved, at an unknown moment of that gap.
-HEARTBEAT = 0.25
-STOP_GAP = 1.0
 
 
 TerminalCallback = Callable[[JobState], None]
@@ -56,7 +59,6 @@ class _Supervision:
         self.started = started
         self.reserve = started.reserve if started is not None else StateReserve.empty()
         self.pid: int | None = None
-        self.last_alive: float | None = None
         self.finished = False
         self.timed_out = False
         self.kill_deadline: float | None = None
@@ -120,8 +122,9 @@ class _Supervision:
                 with contextlib.suppress(OSError):
                     write_state(self.spec.job_dir, self.running_state())
 
-    async def note_alive(self) -> None:
-        """The heartbeat: the last moment the workload was seen running."""
+    async def note_alive(self, started: Started) -> None:
+        """The heartbeat: the last moment the workload was seen running (see
+        :func:`~agent_exec._workload.bound_stop`)."""
         assert self.pid is not None
         while True:
             try:
@@ -130,17 +133,8 @@ class _Supervision:
                 return
             if exited is not None:
                 return
-            self.last_alive = time.monotonic()
+            started.last_alive = time.monotonic()
             await anyio.sleep(HEARTBEAT)
-
-    def bound_stop(self, state: JobState, started: Started, seen_at: float) -> None:
-        """If the exit was seen long after the last heartbeat (the supervisor was stopped),
-        record the last moment the workload was seen running and the uncertainty."""
-        if self.last_alive is None or seen_at - self.last_alive <= STOP_GAP:
-            return
-        state.duration_ms = max(0, int((self.last_alive - started.clock) * 1000))
-        state.finished_at = format_ts(time.time() - (time.monotonic() - self.last_alive))
-        state.supervisor_stopped_ms = int((seen_at - self.last_alive) * 1000)
 
     async def enforce_timeout(self, timeout: float, kill_after: float) -> None:
         """SIGTERM the process group at the deadline, SIGKILL it ``kill_after`` later."""
@@ -198,10 +192,10 @@ async def supervise(
     process group is killed and reaped and the job is recorded ``killed``.
 
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
-    the detached supervisor's synchronous head start (see ``_launch``).
+    the detached supervisor's synchronous head start (see ``_detached``).
 
     ``stop_aware`` (the detached supervisor) adds a heartbeat so that time the supervisor
-    spent stopped is not counted in ``duration_ms`` (see :meth:`_Supervision.bound_stop`).
+    spent stopped is not counted in ``duration_ms`` (see :func:`~agent_exec._workload.bound_stop`).
 
     ``on_terminal`` gets the terminal state as soon as it is written; ``on_output`` is
     called after each chunk of output reaches the logs (in-process streaming readers wake
@@ -265,9 +259,8 @@ async def _supervise_running(
             if spec.progress_every_s > 0:
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
             if stop_aware:
-                tg.start_soon(sup.note_alive)
+                tg.start_soon(sup.note_alive, started)
             returncode = await process.wait()
-            seen_at = time.monotonic()
             duration_ms = started.duration_ms()
             with anyio.move_on_after(DRAIN_TIMEOUT):
                 await pumps_done.wait()
@@ -279,7 +272,7 @@ async def _supervise_running(
             state = exit_state(
                 spec.job_id, sup.started_at, sup.pid, returncode, duration_ms, timed_out=sup.timed_out
             )
-            sup.bound_stop(state, started, seen_at)
+            bound_stop(state, started)
             apply_output_drops(state, writer)
             state.workload = started.identity
             await sup.write_terminal(state)

@@ -25,8 +25,13 @@ from ._process import build_argv, build_env, start_ticks
 from ._reserve import StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
-from ._timeutil import now_ts
+from ._timeutil import format_ts, now_ts
 
+#: A detached supervisor notes every ``HEARTBEAT`` seconds that its workload still runs
+#: (see :func:`bound_stop`).
+HEARTBEAT = 0.25
+#: ``time.monotonic()`` of the last SIGCONT the detached supervisor received.
+_resumed_at: list[float] = []
 _READ_CHUNK = 1 << 20
 _BATCH_LIMIT = 4 << 20
 _F_SETPIPE_SZ = 1031
@@ -99,6 +104,8 @@ class Workload:
         )
         self.pid = self._popen.pid
         self.returncode: int | None = None
+        #: ``time.monotonic()`` when the exit was collected.
+        self.exited_clock: float | None = None
         try:
             self.pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
@@ -111,6 +118,7 @@ class Workload:
         pid, status = os.waitpid(self.pid, os.WNOHANG)
         if pid == 0:
             return False
+        self.exited_clock = time.monotonic()
         self.returncode = self._popen.returncode = os.waitstatus_to_exitcode(status)
         if self.pidfd >= 0:
             os.close(self.pidfd)
@@ -141,9 +149,13 @@ class Started:
     clock: float
     reserve: StateReserve
     identity: WorkloadIdentity
+    #: The heartbeat: ``time.monotonic()`` when the workload was last seen running.
+    last_alive: float | None = None
 
     def duration_ms(self) -> int:
-        return int((time.monotonic() - self.clock) * 1000)
+        """Spawn to the collected exit (or to now, if it has not exited)."""
+        end = self.process.exited_clock if self.process.exited_clock is not None else time.monotonic()
+        return int((end - self.clock) * 1000)
 
     def close_pipes(self) -> None:
         for pipe in self.pipes:
@@ -175,16 +187,22 @@ def start_workload(spec: LaunchSpec) -> Started | str:
     Returns the running workload with its pipes, or the ``reason`` it could not start.
     """
     job_dir = spec.job_dir
+    reserve = StateReserve(job_dir)
     try:
         writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, spec.full_log or job_dir / FULL_LOG)
     except OSError as exc:
+        reserve.release()
         return f"spawn_failed: cannot open the logs: {exc.strerror or exc}"
+    pipes: list[OutputPipe] = []
     try:
-        pipes = [OutputPipe("stdout"), OutputPipe("stderr")]
+        for stream in ("stdout", "stderr"):
+            pipes.append(OutputPipe(stream))  # noqa: PERF401 - keep what opened
     except OSError as exc:
+        for pipe in pipes:
+            pipe.close()
         writer.close()
+        reserve.release()
         return f"spawn_failed: {exc.strerror or exc}"
-    reserve = StateReserve(job_dir)
     stdin_fd: int | None = None
     try:
         env = build_env(
@@ -234,6 +252,28 @@ def start_workload(spec: LaunchSpec) -> Started | str:
             ),
         )
     return Started(process, pipes, writer, started_at, started_clock, reserve, identity)
+
+
+def note_resumed(signum: int, frame: object) -> None:
+    """SIGCONT handler of the detached supervisor: it has just been stopped."""
+    _resumed_at[:] = [time.monotonic()]
+
+
+def bound_stop(state: JobState, started: Started) -> None:
+    """Keep time the supervisor spent stopped out of ``duration_ms``/``finished_at``.
+
+    Linux does not record when a process exited, only when its parent collected it. If
+    the supervisor was stopped (a SIGCONT came) after the last heartbeat that saw the
+    workload running, the exit lies somewhere between that heartbeat and its collection:
+    record the heartbeat as the end, and the gap as ``supervisor_stopped_ms`` (the
+    workload ended at most that much later).
+    """
+    exited, alive = started.process.exited_clock, started.last_alive
+    if exited is None or alive is None or not _resumed_at or _resumed_at[0] < alive:
+        return
+    state.duration_ms = max(0, int((alive - started.clock) * 1000))
+    state.finished_at = format_ts(time.time() - (time.monotonic() - alive))
+    state.supervisor_stopped_ms = int((exited - alive) * 1000)
 
 
 def apply_output_drops(state: JobState, writer: LogWriter) -> None:
@@ -292,9 +332,11 @@ def drive_until_ready(started: Started, ready_fd: int) -> int | None:
             selector.register(process.pidfd, selectors.EVENT_READ, "exit")
         selector.register(ready_fd, selectors.EVENT_READ, "ready")
         while True:
-            if process.reap() and all(pipe.at_eof for pipe in started.pipes):
+            if not process.reap():
+                started.last_alive = time.monotonic()
+            elif all(pipe.at_eof for pipe in started.pipes):
                 return process.returncode
-            for key, _ in selector.select(None if process.pidfd >= 0 else 0.01):
+            for key, _ in selector.select(HEARTBEAT if process.pidfd >= 0 else 0.01):
                 if key.data == "ready":
                     return None
                 if key.data == "exit":

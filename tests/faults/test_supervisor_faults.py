@@ -148,13 +148,14 @@ def test_a_job_that_ends_while_the_disk_is_full_keeps_its_exit_code(
     assert again["finished_at"] == first["finished_at"]
 
 
-def test_run_with_one_free_page_is_all_or_nothing(cli: Cli, small_fs: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "create"])
+def test_one_free_page_is_all_or_nothing(cli: Cli, small_fs: Path, tmp_path: Path, command: str) -> None:
     """Defect 4: the launcher cannot record the job; the supervisor never got its go-ahead,
     so the command never runs, and no job directory is left behind."""
     (small_fs / "jobs").mkdir()
-    fill(small_fs, leave_pages=1)  # meta.json takes it; the `running` record finds none
+    fill(small_fs, leave_pages=1)  # meta.json takes it; the `running`/`created` record finds none
     marker = tmp_path / "m"
-    result = on(small_fs, cli, "run", "--", f"touch {marker}; exit 3")
+    result = on(small_fs, cli, command, "--", f"touch {marker}; exit 3")
     error = doc(result)["error"]
     assert result.returncode == 1
     assert error["code"] == "io_error" and error["retryable"] is True, error
@@ -162,6 +163,21 @@ def test_run_with_one_free_page_is_all_or_nothing(cli: Cli, small_fs: Path, tmp_
     time.sleep(0.5)  # a wrongly started command would have created the marker by now
     assert not marker.exists()
     assert list((small_fs / "jobs").iterdir()) == []
+
+
+def test_start_on_a_full_disk_leaves_the_job_created(cli: Cli, small_fs: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "m"
+    created = doc(on(small_fs, cli, "create", "--", f"touch {marker}"))
+    fill(small_fs)
+    error = doc(on(small_fs, cli, "start", created["job_id"]))["error"]
+    assert error["code"] == "io_error" and error["retryable"] is True, error
+    assert doc(on(small_fs, cli, "status", created["job_id"]))["state"] == "created"
+    time.sleep(0.5)  # a wrongly started command would have created the marker by now
+    assert not marker.exists()
+    (small_fs / "filler").unlink()
+    started = doc(on(small_fs, cli, "start", created["job_id"]))
+    assert started["state"] in ("running", "exited")
+    poll_until(marker.exists)
 
 
 def test_a_lost_supervisor_whose_repair_cannot_be_saved_reads_the_same_each_time(
@@ -203,10 +219,14 @@ def test_a_supervisor_that_cannot_load_its_event_loop_kills_and_records_the_work
     poll_until(lambda: group_gone(pgid), timeout=5)
 
 
-def _agent_exec(root: Path, env: dict[str, str], *args: str, nofile: int | None = None) -> CliResult:
+def _agent_exec(
+    root: Path, env: dict[str, str], *args: str, nofile: int | None = None, fsize: int | None = None
+) -> CliResult:
     def limit() -> None:
         if nofile is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        if fsize is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     proc = subprocess.run(
         [sys.executable, "-m", "agent_exec", "--root", str(root), *args],
@@ -240,6 +260,18 @@ def test_a_descriptor_limit_never_orphans_the_workload(cli_env: dict[str, str], 
         if pid is not None:
             poll_until(lambda pid=pid: group_gone(pid), timeout=5)
     print(outcomes)
+
+
+def test_a_file_size_limit_drops_output_instead_of_killing_the_supervisor(
+    cli_env: dict[str, str], root: Path
+) -> None:
+    """``ulimit -f``: a log growing past it used to kill the supervisor (SIGXFSZ)."""
+    script = "head -c 200000 /dev/zero | tr '\\0' q; exit 4"
+    answer = doc(_agent_exec(root, cli_env, "run", "--", script, fsize=100 * 1024))
+    waited = doc(_agent_exec(root, cli_env, "wait", "--until", "20", answer["job_id"]))
+    assert waited["state"] == "exited" and waited["exit_code"] == 4, waited
+    assert waited["reason"] == "output_dropped: File too large", waited
+    assert waited["output_dropped_bytes"] + waited["stdout_total_bytes"] == 200000
 
 
 # -- kill ---------------------------------------------------------------------------------

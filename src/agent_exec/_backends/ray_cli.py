@@ -72,7 +72,8 @@ def kill_ray_job(
     job_id: str, job_dir: Path, record: dict[str, Any], *, signal_name: str, wait: bool
 ) -> dict[str, Any]:
     """``kill`` of a Ray job: ``stop_job``, then the real outcome as the watcher records it."""
-    from .._jobs import SupervisorWatch, _kill_outcome
+    from .._jobs import SupervisorWatch
+    from .._kill import _kill_outcome
     from .ray import stop_signal_ok
     from .ray_client import RayRequestFailed, call
 

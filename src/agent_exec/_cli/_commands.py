@@ -110,7 +110,7 @@ def _gc_settings(p: Params, config: Any) -> Any:
 
 def cmd_run(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, launch_new_job, launch_spec, observe, run_data
+    from .._jobs import create_job, launch_new_job, launch_spec, observe_launched, run_data
     from .._store import supervision_claim
 
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
@@ -142,7 +142,7 @@ def cmd_run(p: Params, g: Params) -> Result:
     else:
         launch_new_job(spec)
     wait, until, forever = _observation(p)
-    state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
+    state, waited_ms = observe_launched(job_dir, job_id, wait=wait, until=until, forever=forever)
     data = run_data(
         job_id,
         job_dir,
@@ -196,7 +196,13 @@ def cmd_create(p: Params, g: Params) -> Result:
         persist_runtime_env=True,
         backend={"kind": "ray", "address": address} if kind == "ray" else None,
     )
-    write_created_state(job_dir, job_id)
+    try:
+        write_created_state(job_dir, job_id)
+    except BaseException:  # all or nothing: no job without its state
+        import shutil
+
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
     return "create", {
         "job_id": job_id,
         "state": "created",
@@ -224,13 +230,13 @@ def _config_quietly(path: str | None) -> Any:
 
 def cmd_start(p: Params, g: Params) -> Result:
     from .._config import load_config
-    from .._jobs import masked_env_view, observe, run_data, start_created
+    from .._jobs import masked_env_view, observe_launched, run_data, start_created
 
     gc_settings = _gc_settings(p, load_config(None))
     clock = time.monotonic()
     job_id, job_dir, meta = start_created(_root(g), p["job_id"], auto_gc=gc_settings)
     wait, until, forever = _observation(p)
-    state, waited_ms = observe(job_dir, wait=wait, until=until, forever=forever)
+    state, waited_ms = observe_launched(job_dir, job_id, wait=wait, until=until, forever=forever)
     data = run_data(
         job_id,
         job_dir,
@@ -264,7 +270,7 @@ def cmd_wait(p: Params, g: Params) -> Result:
 
 
 def cmd_kill(p: Params, g: Params) -> Result:
-    from .._jobs import kill_job
+    from .._kill import kill_job
 
     return "kill", kill_job(_root(g), p["job_id"], signal_name=p["signal"], wait=not p["no_wait"])
 
