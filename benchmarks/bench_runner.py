@@ -62,7 +62,7 @@ class _TimedWorkload(workload_module.Workload):
 
     def __init__(self, argv: list[str], **kwargs: Any) -> None:
         super().__init__(argv, **kwargs)
-        seq = kwargs["env"].get(SEQ_ENV)
+        seq = (kwargs.get("env") or {}).get(SEQ_ENV)
         if seq is not None:
             EXEC_TIMES[int(seq)] = time.perf_counter()
 

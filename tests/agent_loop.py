@@ -290,3 +290,18 @@ async def queuing_yields_to_the_loop(root: Path) -> None:
         for job in jobs:
             await job.kill()
         await blocker.kill(signal.SIGKILL)
+
+
+async def notification_sinks_run_through_a_shell(root: Path, tmp_path: Path) -> None:
+    """A library job execs its argv directly, but its completion sinks (shell strings)
+    still run through ``sh -c``."""
+    seen, events = tmp_path / "seen.json", tmp_path / "events.jsonl"
+    async with JobRunner(root) as runner:
+        result = await runner.execute(["true"], notify_command=f"cat > {seen}", notify_file=str(events))
+    assert result.ok
+    with anyio.fail_after(15):  # delivered after the terminal state: poll for it
+        while not (await anyio.Path(seen).exists() and await anyio.Path(events).exists()):
+            await anyio.sleep(0.02)
+    for path in (seen, events):
+        event = orjson.loads((await anyio.Path(path).read_bytes()).splitlines()[0])
+        assert event["job_id"] == result.job_id, event

@@ -64,3 +64,8 @@ async def test_max_concurrency_bounds_detached_jobs(root: Path, tmp_path: Path) 
 @pytest.mark.asyncio
 async def test_queuing_400_jobs_yields_to_the_event_loop(root: Path) -> None:
     await agent_loop.queuing_yields_to_the_loop(root)
+
+
+@pytest.mark.asyncio
+async def test_notification_sinks_of_a_library_job_run_through_a_shell(root: Path, tmp_path: Path) -> None:
+    await agent_loop.notification_sinks_run_through_a_shell(root, tmp_path)

@@ -131,7 +131,14 @@ class HostGuard:
         self._send(f"+{pgid} {'' if started is None else started}\n".encode())
 
     def remove(self, pgid: int) -> None:
-        self._send(f"-{pgid}\n".encode())
+        """Forget a finished job's group. Sent with the next message, not now: a stale
+        entry is harmless (the guard checks the start time before it kills), and one
+        write per job instead of two keeps the guard asleep."""
+        if self._write_fd < 0:
+            return
+        self._backlog += f"-{pgid}\n".encode()
+        if len(self._backlog) > 1 << 15:
+            self._send(b"")
 
     def close(self) -> None:
         """Say goodbye (the runner ended: its jobs are over, nothing to kill); the guard

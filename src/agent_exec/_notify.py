@@ -72,6 +72,7 @@ from ._paths import (
     STDERR_LOG,
     STDOUT_LOG,
 )
+from ._process import LIBRARY_SHELL
 from ._store import atomic_write_bytes, dump_pretty, read_meta
 from ._timeutil import now_ts
 
@@ -379,6 +380,9 @@ class Notifier:
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
         self._meta_path = spec.job_dir / META_FILE
+        # A sink command is a shell string; a library job whose workload is exec'd
+        # directly (no wrapper) runs its sinks through ``sh -c``.
+        self._sink_wrapper = list(spec.wrapper) or list(LIBRARY_SHELL)
         self._events_path = spec.job_dir / NOTIFICATION_EVENTS_FILE
         self._stdout_path = str(spec.job_dir / STDOUT_LOG)
         self._stderr_path = str(spec.job_dir / STDERR_LOG)
@@ -565,7 +569,7 @@ class Notifier:
                 attempted_at = now_ts()
                 error = await run_command_sink(
                     command,
-                    wrapper=self.spec.wrapper,
+                    wrapper=self._sink_wrapper,
                     payload=payloads[index],
                     env=env,
                     bound=self._bounds.match,
@@ -665,7 +669,7 @@ class Notifier:
             attempted_at = now_ts()
             error = await run_command_sink(
                 config.notify_command,
-                wrapper=self.spec.wrapper,
+                wrapper=self._sink_wrapper,
                 payload=payload,
                 env=self._sink_env(FINISHED, path),
                 bound=bound,

@@ -25,6 +25,7 @@ from ._store import write_state
 from ._timeutil import now_ts
 from ._workload import (
     HEARTBEAT,
+    OutputPipe,
     Started,
     apply_output_drops,
     bound_stop,
@@ -243,14 +244,18 @@ async def _supervise_running(
     try:
         async with anyio.create_task_group() as tg:
             pumps_done = anyio.Event()
+            pumping = len(pipes)
 
-            async def pump_all() -> None:
-                async with anyio.create_task_group() as pumps:
-                    for pipe in pipes:
-                        pumps.start_soon(pipe.pump, writer, on_output)
-                pumps_done.set()
+            async def pump(pipe: OutputPipe) -> None:
+                # Straight in ``tg`` (no task group of their own: one less per job).
+                nonlocal pumping
+                await pipe.pump(writer, on_output)
+                pumping -= 1
+                if not pumping:
+                    pumps_done.set()
 
-            tg.start_soon(pump_all)
+            for pipe in pipes:
+                tg.start_soon(pump, pipe)
             tg.start_soon(notifier.run)
             if spec.timeout_s > 0:
                 # Exact (the library takes fractions of a second; the CLI whole seconds).
