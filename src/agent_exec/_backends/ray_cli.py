@@ -7,6 +7,7 @@ Imported only for Ray jobs; the Ray client itself only once a request is needed.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,15 @@ def launch_on_ray(client: Any, address: str, spec: LaunchSpec, meta: JobMeta, lo
         job_id=spec.job_id, status=JobStatus.RUNNING, updated_at=started_at, started_at=started_at
     )
     write_state(spec.job_dir, state)
-    return spawn_detached(spec.job_dir, address, lock_fd, started_at)
+    try:
+        return spawn_detached(spec.job_dir, address, lock_fd, started_at, spec.full_log)
+    except BaseException:
+        # Nobody would watch it: the caller removes the record, so the job must not run.
+        from .ray_client import call
+
+        with contextlib.suppress(Exception):
+            call(client.stop_job, spec.job_id)
+        raise
 
 
 def kill_ray_job(

@@ -325,7 +325,9 @@ async def follow_job(
 # -- the detached watcher of CLI jobs ----------------------------------------------------
 
 
-def spawn_detached(job_dir: Path, address: str, lock_fd: int, started_at: str) -> int:
+def spawn_detached(
+    job_dir: Path, address: str, lock_fd: int, started_at: str, full_log: Path | None = None
+) -> int:
     """Start the detached watcher of one submitted job and return its pid; it inherits the
     locked ``lock_fd``. It is forked once more and re-parented to init (nobody has to
     reap it, as with the detached supervisor)."""
@@ -339,6 +341,7 @@ def spawn_detached(job_dir: Path, address: str, lock_fd: int, started_at: str) -
         address,
         str(lock_fd),
         started_at,
+        str(full_log or ""),
     ]
     process = subprocess.run(
         argv,
@@ -352,13 +355,15 @@ def spawn_detached(job_dir: Path, address: str, lock_fd: int, started_at: str) -
     return int(process.stdout)
 
 
-async def _watch_main(job_dir: Path, address: str, lock_fd: int, started_at: str) -> None:
+async def _watch_main(
+    job_dir: Path, address: str, lock_fd: int, started_at: str, full_log: Path | None
+) -> None:
     from .._jobs import launch_spec
     from .._store import read_meta
     from .ray_client import connect
 
     meta = read_meta(job_dir)
-    spec = launch_spec(job_dir, meta, env_pairs=[], cwd=meta.cwd)
+    spec = launch_spec(job_dir, meta, env_pairs=[], cwd=meta.cwd, full_log=full_log)
     limiter = anyio.CapacityLimiter(4)
     lost_after = lost_after_default()
     client: Any = None
@@ -391,9 +396,9 @@ async def _watch_main(job_dir: Path, address: str, lock_fd: int, started_at: str
 
 
 def main() -> None:  # pragma: no cover - runs as the detached watcher process
-    """``python -m agent_exec._backends.ray_watch JOB_DIR ADDRESS LOCK_FD STARTED_AT``:
+    """``python -m agent_exec._backends.ray_watch JOB_DIR ADDRESS LOCK_FD STARTED_AT FULL_LOG``:
     fork, print the watcher's pid, exit; the watcher keeps the job's record current."""
-    job_dir, address, lock_fd, started_at = sys.argv[1:5]
+    job_dir, address, lock_fd, started_at, full_log = sys.argv[1:6]
     child = os.fork()
     if child:
         sys.stdout.write(f"{child}\n")
@@ -411,7 +416,8 @@ def main() -> None:  # pragma: no cover - runs as the detached watcher process
     except Exception:
         pass
     try:
-        anyio.run(_watch_main, Path(job_dir), address, int(lock_fd), started_at)
+        log = Path(full_log) if full_log else None
+        anyio.run(_watch_main, Path(job_dir), address, int(lock_fd), started_at, log)
     finally:
         os._exit(0)
 
