@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from agent_exec import BackendUnavailable, JobRunner, JobStatus, RayJobs
+from agent_exec import BackendUnavailable, InvalidArgument, JobRunner, JobStatus, RayJobs
 
 from ._head import LocalRayHead
 
@@ -34,7 +35,7 @@ async def test_states_exit_codes_split_logs_cwd_env(
         assert (first.state, first.exit_code) == (JobStatus.EXITED, 4)
         assert first.stdout_log_path.read_bytes() == f"out bar\n{workdir.resolve()}\n".encode()
         assert first.stderr_log_path.read_bytes() == b"err\n"
-        assert (second.state, second.signal) == (JobStatus.KILLED, "15")
+        assert (second.state, second.signal) == (JobStatus.KILLED, signal.SIGTERM)
         assert second.stdout_log_path.read_bytes() == b"bye\n"
         assert third.state is JobStatus.FAILED
         assert third.reason is not None and third.reason.startswith("spawn_failed: working directory")
@@ -49,11 +50,18 @@ async def test_kill_and_timeout(ray_head: LocalRayHead, tmp_path: Path) -> None:
         with anyio.fail_after(90):
             while b"ready" not in sleeper.stdout_log_path.read_bytes():
                 await anyio.sleep(0.2)
-        assert await sleeper.kill() is True
+        await sleeper.kill()
         killed, timed_out = await sleeper.wait(), await timed.wait()
-        assert (killed.state, killed.signal) == (JobStatus.KILLED, "15")
-        assert (timed_out.state, timed_out.signal, timed_out.reason) == (JobStatus.KILLED, "15", "timeout")
-        assert await sleeper.kill() is False  # finished: nothing to stop
+        assert (killed.state, killed.signal) == (JobStatus.KILLED, signal.SIGTERM)
+        assert (timed_out.state, timed_out.signal, timed_out.reason) == (
+            JobStatus.KILLED,
+            signal.SIGTERM,
+            "timeout",
+        )
+        with pytest.raises(InvalidArgument):
+            await sleeper.kill(signal.SIGUSR1)  # Ray can only stop a job
+        again = await sleeper.kill(wait=True)  # finished: nothing to stop, same record
+        assert again.state is JobStatus.KILLED
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # ~1 job/s on 2 cores: once is enough
