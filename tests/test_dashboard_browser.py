@@ -63,6 +63,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 900},
+            timeout=120_000,  # start-up on a machine shared by many test runs
         )
         try:
             yield context

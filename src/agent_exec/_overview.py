@@ -188,7 +188,8 @@ class JobIndex:
 
 
 def activity(rows: Sequence[dict[str, Any]], window: str, now: float) -> dict[str, Any]:
-    """Jobs created in each bucket of the window, split by their current state."""
+    """Jobs created in each bucket of the window, split by their current state; an
+    ``exited`` job with a non-zero exit code counts as ``nonzero`` (a failure to a reader)."""
     count, width = ACTIVITY_WINDOWS[window]
     end = (int(now) // width + 1) * width
     start = end - count * width
@@ -197,7 +198,10 @@ def activity(rows: Sequence[dict[str, Any]], window: str, now: float) -> dict[st
         created = row["_created"]
         if created is not None and start <= created < end:
             bucket = buckets[(created - start) // width]
-            bucket[row["state"]] = bucket.get(row["state"], 0) + 1
+            key = row["state"]
+            if key == "exited" and row.get("exit_code", 0) != 0:
+                key = "nonzero"
+            bucket[key] = bucket.get(key, 0) + 1
     return {"window": window, "start": start, "bucket_seconds": width, "buckets": buckets}
 
 

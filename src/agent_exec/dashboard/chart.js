@@ -1,7 +1,8 @@
 // The activity picture: jobs started per interval, stacked by their current state.
-import { $, COLOURS, STATES, clear, h, svg } from "./dom.js";
+import { $, COLOURS, clear, h, svg } from "./dom.js";
 
-const ORDER = ["failed", "killed", "exited", "running", "created", "unknown"];
+const ORDER = ["failed", "nonzero", "killed", "exited", "running", "created", "unknown"];
+const NAMES = { nonzero: "exited \u2260 0" };
 const LABELS = {
   hour: ["60 min ago", "45", "30", "15", "now"],
   day: ["24 h ago", "18", "12", "6", "now"],
@@ -24,7 +25,7 @@ export function renderActivity(activity) {
   const left = 26;
   chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const buckets = activity.buckets;
-  const totals = buckets.map((b) => STATES.reduce((sum, s) => sum + (b[s] || 0), 0));
+  const totals = buckets.map((b) => ORDER.reduce((sum, s) => sum + (b[s] || 0), 0));
   const peak = Math.max(1, ...totals);
   const plot = height - top - bottom;
   const slot = (width - left) / buckets.length;
@@ -45,7 +46,7 @@ export function renderActivity(activity) {
     let y = top + plot;
     const group = svg("g");
     const title = svg("title");
-    const parts = ORDER.filter((s) => bucket[s]).map((s) => `${bucket[s]} ${s}`);
+    const parts = ORDER.filter((s) => bucket[s]).map((s) => `${bucket[s]} ${NAMES[s] || s}`);
     title.textContent = `${bucketLabel(activity, i)}: ${parts.join(", ")}`;
     group.append(title);
     for (const state of ORDER) {
@@ -75,9 +76,9 @@ export function renderActivity(activity) {
   clear(legend);
   const sums = Object.fromEntries(ORDER.map((s) => [s, buckets.reduce((sum, b) => sum + (b[s] || 0), 0)]));
   for (const state of ORDER) {
-    if (!sums[state] && (state === "unknown" || state === "created")) continue;
+    if (!sums[state] && ["unknown", "created", "nonzero"].includes(state)) continue;
     const swatch = h("i");
     swatch.style.background = COLOURS[state]; // CSSOM, allowed by the CSP (no inline style attribute)
-    legend.append(h("span", {}, swatch, `${state} ${sums[state]}`));
+    legend.append(h("span", {}, swatch, `${NAMES[state] || state} ${sums[state]}`));
   }
 }

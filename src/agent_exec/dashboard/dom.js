@@ -49,6 +49,7 @@ const ICONS = {
 export const COLOURS = {
   running: "#2563eb",
   exited: "#16a34a",
+  nonzero: "#d97706",
   failed: "#dc2626",
   killed: "#7c3aed",
   created: "#94a3b8",
