@@ -69,7 +69,15 @@ import orjson
 
 from ._errors import AgentExecError, InvalidState, StateCorrupt
 from ._models import JobMeta, JobState, JobStatus
-from ._paths import FILE_MODE, GC_LOCK_FILE, LOCK_FILE, META_FILE, STATE_FILE, resolve_job
+from ._paths import (
+    FILE_MODE,
+    GC_LOCK_FILE,
+    LOCK_FILE,
+    META_FILE,
+    RESTART_LOCK_FILE,
+    STATE_FILE,
+    resolve_job,
+)
 from ._store import lock_held_elsewhere, pid_alive, read_state
 from ._timeutil import format_ts, parse_duration
 
@@ -396,6 +404,19 @@ class _Removal:
     error: str = ""
 
 
+def _restart_held(job_fd: int) -> bool:
+    """Is the job being restarted (``restart.lock`` held)? Checked under the supervisor
+    lock, which a restart needs too before it relaunches: then it cannot start meanwhile."""
+    try:
+        fd = os.open(RESTART_LOCK_FILE, _FILE_FLAGS, dir_fd=job_fd)
+    except OSError:
+        return False
+    try:
+        return lock_held_elsewhere(fd)
+    finally:
+        os.close(fd)
+
+
 def _remove_job(root_fd: int, name: str) -> _Removal:
     """Remove one job directory under its supervisor lock, then confirm it is gone."""
     try:
@@ -415,6 +436,8 @@ def _remove_job(root_fd: int, name: str) -> _Removal:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return _Removal("busy")
+        if _restart_held(job_fd):
+            return _Removal("busy")
         try:
             _clear_dir(job_fd)
         except OSError as exc:

@@ -10,7 +10,7 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +35,7 @@ from ._process import DEFAULT_WRAPPER, group_alive, split_env_pair
 from ._spec import LaunchSpec
 from ._store import (
     SUPERVISOR_LOST,
+    lock_held_elsewhere,
     read_meta,
     read_state,
     read_state_raw,
@@ -268,21 +269,49 @@ def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
     )
 
 
-def launch_new_job(spec: LaunchSpec) -> None:
+def launch_detached_exec(spec: LaunchSpec, lock_fd: int) -> int:
+    """:func:`launch_detached_locked` for hosts that must not fork (threads, event loops)."""
+    from ._launch import exec_supervisor
+
+    return exec_supervisor(
+        spec, lock_fd, lambda pid: write_state(spec.job_dir, running_state(spec.job_id, pid))
+    )
+
+
+def launch_new_job(spec: LaunchSpec, launch: Callable[[LaunchSpec, int], int] | None = None) -> None:
     """Launch a job directory just made by :func:`create_job`: all or nothing.
 
     If the launch fails, the workload was never started and the directory is removed
     again, so the caller gets an error and no job (a retry cannot run the command twice).
+    ``launch`` defaults to :func:`launch_detached_locked` (the CLI forks);
+    :func:`launch_detached_exec` is for threaded hosts.
     """
     try:
         with supervision_claim(spec.job_dir) as lock_fd:
             assert lock_fd is not None  # a brand-new job directory
-            launch_detached_locked(spec, lock_fd)
+            (launch or launch_detached_locked)(spec, lock_fd)
     except BaseException:
         import shutil
 
         shutil.rmtree(spec.job_dir, ignore_errors=True)
         raise
+
+
+def launch_new(
+    root: Path,
+    definition: JobDefinition,
+    *,
+    launch: Callable[[LaunchSpec, int], int],
+    stdin: StdinSource = None,
+    stdin_max_bytes: int = DEFAULT_STDIN_MAX_BYTES,
+    auto_gc: Any = None,
+) -> tuple[str, Path, JobMeta]:
+    """Create a job and hand it to a detached supervisor (``launch``): the core of ``run``."""
+    job_id, job_dir, meta = create_job(root, definition, stdin=stdin, stdin_max_bytes=stdin_max_bytes)
+    spec = launch_spec(job_dir, meta, env_pairs=definition.env, cwd=definition.cwd)
+    spec.auto_gc = auto_gc
+    launch_new_job(spec, launch)
+    return job_id, job_dir, meta
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -385,19 +414,61 @@ class SupervisorWatch:
         return self._released.wait(timeout)
 
 
-def observe(job_dir: Path, *, wait: bool, until: float, forever: bool) -> tuple[JobState, int]:
+class PollingWatch:
+    """:class:`SupervisorWatch`'s interface for long-lived hosts (``serve``, ``mcp``).
+
+    It probes the lock every ``interval`` seconds instead of blocking a thread on it, so
+    an observation that gives up at its deadline leaves no thread (and no open file)
+    behind while the job keeps running: a host answering thousands of bounded calls
+    about long jobs stays flat.
+    """
+
+    def __init__(self, job_dir: Path, interval: float = 0.02) -> None:
+        self._path = job_dir / LOCK_FILE
+        self._interval = interval
+
+    def _released(self) -> bool:
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return True
+        try:
+            return not lock_held_elsewhere(fd)
+        finally:
+            os.close(fd)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep in short steps up to ``timeout`` seconds; True once the lock is free."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if self._released():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self._interval, remaining))
+
+
+Watch = SupervisorWatch | PollingWatch
+
+
+def observe(
+    job_dir: Path, *, wait: bool, until: float, forever: bool, polling: bool = False
+) -> tuple[JobState, int]:
     """The inline observation of ``run``/``start``: return at the terminal state at once,
     or at the first 100 ms tick that finds output in the logs, or at the deadline.
 
     A job seen with output gets a short grace (``OUTPUT_SETTLE``) to finish: a quick
     command that printed and is exiting right now is then reported ``exited`` with its
     exit code, even on a loaded machine, instead of ``running``.
+
+    ``polling=True`` (long-lived hosts) watches with :class:`PollingWatch`.
     """
     if not wait:
         return read_state(job_dir), 0
     start = time.monotonic()
     deadline = None if forever else start + until
-    watch = SupervisorWatch(job_dir)
+    watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
     tick = 0
     while True:
         state = read_state(job_dir)
@@ -552,14 +623,14 @@ def tail_data(
     }
 
 
-def wait_for(job_dir: Path, *, until: float | None, poll: float = 1.0) -> JobState:
+def wait_for(job_dir: Path, *, until: float | None, poll: float = 1.0, polling: bool = False) -> JobState:
     """Block until the job is terminal or ``until`` seconds passed (``None``: no deadline).
 
     A supervised job wakes the waiter the moment it finishes; only a ``created`` job (no
     supervisor yet) is polled, every ``poll`` seconds.
     """
     deadline = None if until is None else time.monotonic() + until
-    watch = SupervisorWatch(job_dir)
+    watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
     while True:
         state = read_state(job_dir)
         if state.is_terminal:
@@ -574,10 +645,16 @@ def wait_for(job_dir: Path, *, until: float | None, poll: float = 1.0) -> JobSta
 
 
 def wait_data(
-    root: Path, given: str, *, until: float | None, poll: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES
+    root: Path,
+    given: str,
+    *,
+    until: float | None,
+    poll: float = 1.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    polling: bool = False,
 ) -> dict[str, Any]:
     job_id, job_dir = resolve_job(root, given)
-    state = wait_for(job_dir, until=until, poll=max(poll, 1.0) if poll else 1.0)
+    state = wait_for(job_dir, until=until, poll=max(poll, 1.0) if poll else 1.0, polling=polling)
     data: dict[str, Any] = {"job_id": job_id, "state": state.status.value}
     if state.is_terminal and state.exit_code is not None:
         data["exit_code"] = state.exit_code
@@ -635,6 +712,7 @@ def list_data(
                 summary["reason"] = state.reason
             summary.update(fault_fields(state))
         summary["tags"] = meta.tags
+        summary["command"] = meta.command
         if state_filter is not None and summary["state"] != state_filter:
             continue
         jobs.append(summary)

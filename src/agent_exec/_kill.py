@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidState, StateCorrupt
-from ._jobs import SupervisorWatch, fault_fields
+from ._jobs import PollingWatch, SupervisorWatch, Watch, fault_fields
 from ._models import JobState, JobStatus
 from ._paths import LOCK_FILE, resolve_job
 from ._process import group_alive, resolve_signal, signal_group
 from ._store import SUPERVISOR_LOST, read_state
 
 
-def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
+def kill_job(
+    root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True, polling: bool = False
+) -> dict[str, Any]:
     """Signal a running job's process group and report what happened, truthfully.
 
     Unlike upstream, no ``killed`` record is written on the job's behalf while its
@@ -50,7 +52,8 @@ def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = 
         signal_group(target, signum)
     if not wait:
         return data
-    watch = SupervisorWatch(job_dir)
+    # Long-lived hosts (serve, mcp) probe the lock instead of parking a thread on it.
+    watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
     deadline = started + 3.0
     while True:
         try:

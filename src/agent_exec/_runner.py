@@ -23,7 +23,7 @@ import anyio
 import anyio.abc
 
 from ._errors import InvalidState, RunnerClosed
-from ._job import DEFAULT_MAX_BYTES, Job
+from ._job import DEFAULT_MAX_BYTES, Job, SignalLike
 from ._jobs import QUEUED_REASON, JobDefinition, create_job, launch_spec, list_data
 from ._launcher import LocalLauncher
 from ._models import JobState, JobStatus, NotificationConfig
@@ -425,6 +425,15 @@ class JobRunner:
         """Async spelling of :meth:`job`."""
         return self.job(job_id)
 
+    async def restart(self, job: Job | str, *, signal: SignalLike = "TERM") -> Job:
+        """Relaunch ``job`` (a handle, an id or a unique prefix) in place: see :meth:`Job.restart`.
+
+        Works on any job of the store, CLI-started ones too; the relaunched job runs under
+        its own detached supervisor.
+        """
+        handle = job if isinstance(job, Job) else self.job(job)
+        return await handle.restart(signal)
+
     async def list(
         self,
         *,
@@ -453,6 +462,7 @@ class JobRunner:
                 state=JobStatus(row["state"]) if row["state"] != "unknown" else None,
                 created_at=row["created_at"],
                 tags=tuple(row["tags"]),
+                command=tuple(row["command"]),
                 exit_code=row.get("exit_code"),
                 started_at=row.get("started_at"),
                 finished_at=row.get("finished_at"),

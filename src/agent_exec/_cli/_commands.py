@@ -196,6 +196,28 @@ def cmd_start(p: Params, g: Params) -> Result:
     return "start", data
 
 
+def cmd_restart(p: Params, g: Params) -> Result:
+    from .._config import load_config
+    from .._jobs import launch_detached_locked, observe
+    from .._restart import restart_data, restart_job
+
+    gc_settings = _gc_settings(p, load_config(None))
+    clock = time.monotonic()
+    done = restart_job(
+        _root(g), p["job_id"], launch=launch_detached_locked, signal_name=p["signal"], auto_gc=gc_settings
+    )
+    wait, until, forever = _observation(p)
+    state, waited_ms = observe(done.job_dir, wait=wait, until=until, forever=forever)
+    data = restart_data(
+        done,
+        state,
+        elapsed_ms=int((time.monotonic() - clock) * 1000),
+        waited_ms=waited_ms,
+        max_bytes=p["max_bytes"],
+    )
+    return "restart", data
+
+
 def cmd_status(p: Params, g: Params) -> Result:
     from .._jobs import status_data
 
@@ -300,6 +322,7 @@ COMMANDS: dict[str, Callable[[Params, Params], Result]] = {
     "run": cmd_run,
     "create": cmd_create,
     "start": cmd_start,
+    "restart": cmd_restart,
     "status": cmd_status,
     "tail": cmd_tail,
     "wait": cmd_wait,

@@ -175,6 +175,23 @@ COMMANDS: dict[str, Command] = {
             job_id="required",
             conflicts=(("until", "forever"),),
         ),
+        Command(
+            "restart",
+            "Relaunch a job in place: stop it if running, clear its logs, start it again.",
+            (
+                Opt(
+                    "--signal",
+                    "signal",
+                    STR,
+                    "Signal for a running instance (KILL follows after 5 s).",
+                    default="TERM",
+                ),
+                *_AUTO_GC,
+                *_OBSERVE,
+            ),
+            job_id="required",
+            conflicts=(("until", "forever"),),
+        ),
         Command("status", "Show a job's state.", job_id="required"),
         Command(
             "tail",
@@ -256,7 +273,7 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "install-skills",
-            "Install the agent-exec skill for AI agents.",
+            "Install the agent-exec skill for AI agents (MCP hosts: see 'agent-exec mcp').",
             (
                 Opt("--global", "global_", FLAG, "Install under the home directory."),
                 Opt("--claude", "claude", FLAG, "Use .claude/ instead of .agents/."),
@@ -274,6 +291,7 @@ COMMANDS: dict[str, Command] = {
             ),
             conflicts=(("bind", "port"),),
         ),
+        Command("mcp", "Serve the job store to agent hosts over MCP (stdio)."),
     )
 }
 ALIASES = {alias: command.name for command in COMMANDS.values() for alias in command.aliases}
