@@ -17,7 +17,7 @@ import anyio
 import orjson
 import pytest
 
-from agent_exec import _gc
+from agent_exec import _gc, _gcfs
 from agent_exec._gc import GcPolicy, ScanRecord, auto_gc, collect, cutoff_ts, is_older, select
 from agent_exec._models import JobMeta, JobState, JobStatus
 from agent_exec._paths import LOCK_FILE, STATE_FILE
@@ -484,7 +484,7 @@ async def test_collect_reports_failed_and_unconfirmed_removals(
     make_job(root, "stubborn", finished_at="2020-01-01T00:00:00Z")
     make_job(root, "ghost", finished_at="2020-01-02T00:00:00Z")
     make_job(root, "fine", finished_at="2020-01-03T00:00:00Z")
-    real_unlink, real_exists = os.unlink, _gc._exists_at
+    real_unlink, real_exists = os.unlink, _gcfs._exists_at
 
     def unlink(path: Any, *, dir_fd: int | None = None) -> None:
         if (
@@ -495,8 +495,8 @@ async def test_collect_reports_failed_and_unconfirmed_removals(
             raise PermissionError(13, "Permission denied")
         real_unlink(path, dir_fd=dir_fd)
 
-    monkeypatch.setattr(_gc.os, "unlink", unlink)
-    monkeypatch.setattr(_gc, "_exists_at", lambda fd, name: name == "ghost" or real_exists(fd, name))
+    monkeypatch.setattr(_gcfs.os, "unlink", unlink)
+    monkeypatch.setattr(_gcfs, "_exists_at", lambda fd, name: name == "ghost" or real_exists(fd, name))
     result = await collect(root, GcPolicy(0), now=NOW, dry_run=False)
     assert [(e.job_id, e.action, e.reason) for e in result.jobs] == [
         ("stubborn", "skipped", "delete_failed: Permission denied (os error 13)"),
@@ -592,7 +592,7 @@ def test_removal_unlinks_a_directory_swapped_for_a_symlink(tmp_path: Path) -> No
     (parent / "sub").symlink_to(precious)
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _gc._remove_dir_at(fd, "sub")  # as if ``sub`` had been listed as a directory
+        _gcfs._remove_dir_at(fd, "sub")  # as if ``sub`` had been listed as a directory
     finally:
         os.close(fd)
     assert not os.path.lexists(parent / "sub")

@@ -20,7 +20,6 @@ from ._launch import _HEADER, _read_exact
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: imported before anyio warms up, keep it light
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
 
     from ._models import JobState
@@ -120,10 +119,14 @@ def supervisor_main(sock: socket.socket) -> None:
     ready_r, ready_w = os.pipe()
     warming = _start_warm_up(ready_w)
     try:
-        header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 1)
+        header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 2)
         if len(header) < _HEADER.size:
             header += _read_exact(sock, _HEADER.size - len(header))
         spec = LaunchSpec.from_json(_read_exact(sock, _HEADER.unpack(header)[0]))
+        if len(fds) > 1:  # the job directory, held by descriptor since the launcher made it
+            from ._jobdir import JobDir
+
+            spec.dir = JobDir(spec.job_dir.parent, spec.job_dir.name, fds[1])
     except (EOFError, OSError, ValueError):
         return  # the launcher gave up before handing over a job
     lock_fd = fds[0] if fds else None
@@ -179,10 +182,9 @@ def _run_job(
     spec: LaunchSpec, relay: _SignalRelay, lock_fd: int | None, ready_r: int, holder: list[Any]
 ) -> None:
     from . import _workload
-    from ._store import read_meta
 
     started = None
-    if not _matches_output(spec, read_meta):
+    if not _matches_output(spec):
         outcome = _workload.start_workload(spec)
         if isinstance(outcome, str):
             # Recorded at once, without the event loop: loading it may be what fails
@@ -190,7 +192,7 @@ def _run_job(
             from ._store import write_state
 
             state = _workload.failed_state(spec, _now(), outcome)
-            write_state(spec.job_dir, state)
+            write_state(spec.handle(), state)
             if lock_fd is not None:
                 os.close(lock_fd)
             os.read(ready_r, 1)
@@ -232,19 +234,25 @@ def _give_up(
     notification or the auto-GC).
     """
     from . import _workload
+    from ._process import group_alive
     from ._store import read_state_raw, write_state
 
     reason = f"supervisor_error: {_describe(exc)}"
+    identity = started.identity if started is not None else None
     try:
-        if read_state_raw(spec.job_dir).is_terminal:
+        recorded = read_state_raw(spec.handle())
+        if recorded.is_terminal:
             return  # recorded (and reaped) already: the failure came later
+        identity = identity or recorded.workload
     except Exception:
         pass
     pid = relay.pid
     returncode: int | None = None
     if pid is not None:
-        with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
+        # Once reaped, the pid may be reused: signal the group only while it provably is ours.
+        if identity is None or group_alive(identity.pgid, identity.start_ticks) is not False:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
         if started is not None and started.process.returncode is not None:
             returncode = started.process.returncode
         else:
@@ -268,9 +276,9 @@ def _give_up(
         state.pid = pid
     with contextlib.suppress(Exception):
         if started is not None:
-            started.reserve.write_state(spec.job_dir, state)
+            started.reserve.write_state(spec.handle(), state)
         else:
-            write_state(spec.job_dir, state)
+            write_state(spec.handle(), state)
     if lock_fd is not None:
         with contextlib.suppress(OSError):
             os.close(lock_fd)
@@ -284,13 +292,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _matches_output(spec: LaunchSpec, read_meta: Callable[..., Any]) -> bool:
-    """Output matching needs the per-line hook from the first line: no head start then."""
-    try:
-        notification = read_meta(spec.job_dir).notification
-    except Exception:
-        return False
-    return notification is not None and notification.on_output_match is not None
+def _matches_output(spec: LaunchSpec) -> bool:
+    """Output matching needs the per-line hook from the first line: no head start then.
+
+    Decided from the definition handed over with the job, never from a file on disk.
+    """
+    notification = (spec.meta or {}).get("notification")
+    return isinstance(notification, dict) and notification.get("on_output_match") is not None
 
 
 def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: int | None) -> JobState:
@@ -306,7 +314,7 @@ def _finish_now(spec: LaunchSpec, started: Started, returncode: int, lock_fd: in
     state.workload = started.identity
     bound_stop(state, started)
     apply_output_drops(state, started.writer)
-    started.reserve.write_state_patiently(spec.job_dir, state)
+    started.reserve.write_state_patiently(spec.handle(), state)
     if lock_fd is not None:
         os.close(lock_fd)
     return state

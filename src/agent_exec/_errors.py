@@ -13,6 +13,8 @@ the CLI report failures the same way::
     ├── JobIdExhausted              io_error
     ├── IoError                     io_error           (an OS call failed; path named; retryable
     │                                                   for ENOSPC, EMFILE, EAGAIN and the like)
+    ├── UnsafeRoot                  unsafe_root        (extension: a jobs root another user could
+    │                                                   change, or no usable directory)
     ├── InvalidTag                  invalid_tag
     ├── InvalidSignal               invalid_signal     (extension: unknown --signal)
     ├── InvalidArgument             invalid_argument   (extension: unusable value, e.g. --env =x)
@@ -43,6 +45,7 @@ __all__ = [
     "StateCorrupt",
     "StdinRequired",
     "StdinTooLarge",
+    "UnsafeRoot",
 ]
 
 
@@ -180,6 +183,13 @@ TRANSIENT_ERRNOS = frozenset(
         errno.EBUSY,
     ]
 )
+
+
+class UnsafeRoot(AgentExecError):
+    """The jobs root (or a directory above it) could be changed by another user, or it is
+    not a usable directory (e.g. a dangling symlink); see ``_root.py``."""
+
+    code = "unsafe_root"
 
 
 class IoError(AgentExecError):

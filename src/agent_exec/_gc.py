@@ -50,7 +50,6 @@ Deliberate differences from upstream, where the spec marks the behaviour inciden
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import functools
 import logging
@@ -65,21 +64,26 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import orjson
 
 from ._errors import AgentExecError, InvalidState, StateCorrupt
-from ._models import JobMeta, JobState, JobStatus
-from ._paths import (
-    FILE_MODE,
-    GC_LOCK_FILE,
-    LOCK_FILE,
-    META_FILE,
-    RESTART_LOCK_FILE,
-    STATE_FILE,
-    resolve_job,
+from ._gcfs import (
+    Removal,
+    bulk_scan_one,
+    job_supervised,
+    list_root,
+    open_root,
+    os_error_text,
+    printable,
+    remove_job,
+    scan_one,
+    sweep_stale_builds,
 )
-from ._store import lock_held_elsewhere, pid_alive, read_state
-from ._timeutil import format_ts, parse_duration
+from ._gcpolicy import GcEntry, GcPolicy, ScanRecord, Selection, cutoff_ts, is_older, select
+from ._models import JobStatus
+from ._paths import FILE_MODE, GC_LOCK_FILE, resolve_job
+from ._root import check_root
+from ._store import read_state
+from ._timeutil import parse_duration
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -107,355 +111,9 @@ DEFAULT_OLDER_THAN = "30d"
 DEFAULT_CONCURRENCY = 4
 #: Directories handled per worker-thread call: amortises the thread hand-off (tens of µs).
 _BATCH = 32
-#: Attempts at emptying a directory that keeps gaining entries (an atomic write's temp file).
-_RMDIR_ATTEMPTS = 3
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 T = TypeVar("T")
 U = TypeVar("U")
-
-
-def _os_error_text(exc: OSError) -> str:
-    """``No such file or directory (os error 2)``: the form upstream's messages carry."""
-    if exc.errno is None:
-        return str(exc)
-    return f"{exc.strerror or os.strerror(exc.errno)} (os error {exc.errno})"
-
-
-def _printable(name: str) -> bool:
-    """Can ``name`` be reported in JSON? (Names that are not UTF-8 are skipped, unlisted.)"""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-# -- the pure part -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GcPolicy:
-    """What ``gc`` may delete: jobs older than ``older_than_s``, shaped by the two budgets."""
-
-    older_than_s: int
-    max_jobs: int | None = None
-    max_bytes: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ScanRecord:
-    """What the scan learnt about one job directory.
-
-    :param status: ``None`` when ``state.json`` is missing or unparsable.
-    :param gc_ts: ``finished_at`` if recorded, else ``updated_at``.
-    :param bytes: total size of the regular files below the directory; only measured for
-        jobs that can be candidates (terminal and older than the cutoff), else 0.
-    :param supervised: a supervisor still holds the job's lock (only probed for the same
-        jobs as ``bytes``).
-    """
-
-    job_id: str
-    status: JobStatus | None
-    gc_ts: str = ""
-    bytes: int = 0
-    supervised: bool = False
-
-    @property
-    def state(self) -> str:
-        return self.status.value if self.status is not None else "unknown"
-
-
-@dataclass(slots=True)
-class GcEntry:
-    """One element of ``jobs[]`` in the ``gc`` response."""
-
-    job_id: str
-    state: str
-    action: str
-    reason: str
-    bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "state": self.state,
-            "action": self.action,
-            "reason": self.reason,
-            "bytes": self.bytes,
-        }
-
-
-@dataclass(slots=True)
-class Selection:
-    """The outcome of :func:`select`.
-
-    ``kept`` are the jobs never targeted, in report order (scan order, then the candidates
-    the policy spared, oldest first); ``selected`` are ``(record, reason)`` pairs, oldest
-    first, where ``reason`` is the ``+``-joined list such as ``older_than+max_jobs``.
-    """
-
-    kept: list[GcEntry] = field(default_factory=list)
-    selected: list[tuple[ScanRecord, str]] = field(default_factory=list)
-
-
-def cutoff_ts(now: float, older_than_s: int) -> str:
-    """The GC cutoff timestamp; saturates at the epoch for absurd retentions."""
-    return format_ts(max(0.0, now - older_than_s))
-
-
-def is_older(gc_ts: str, cutoff: str) -> bool:
-    """Upstream's comparison: the first 19 characters (``YYYY-MM-DDTHH:MM:SS``), strictly less."""
-    return gc_ts[:19] < cutoff[:19]
-
-
-def _may_be_candidate(status: JobStatus | None, gc_ts: str, cutoff: str) -> bool:
-    """Shared by the scanner (worth sizing?) and :func:`select` (a candidate?)."""
-    return status is not None and status.is_terminal and gc_ts != "" and is_older(gc_ts, cutoff)
-
-
-def select(records: Sequence[ScanRecord], policy: GcPolicy, *, now: float) -> Selection:
-    """Decide, without I/O, which scanned jobs ``gc`` deletes (spec gc-delete §1.1 steps 5-9).
-
-    ``--max-jobs``/``--max-bytes`` only act on jobs already older than the cutoff: the
-    newest ``max_jobs`` of them are kept (``policy_not_matched``), and ``max_bytes`` only
-    adds its reason to the oldest ones until the rest would fit.
-    """
-    cutoff = cutoff_ts(now, policy.older_than_s)
-    result = Selection()
-    candidates: list[tuple[ScanRecord, list[str]]] = []
-    for record in records:
-        reason: str | None = None
-        if record.status is None:
-            reason = "state_unreadable"
-        elif record.status.is_active:
-            reason = "active_job"
-        elif record.gc_ts == "":
-            reason = "no_timestamp"
-        elif not is_older(record.gc_ts, cutoff):
-            reason = "too_recent"
-        elif record.supervised:
-            reason = "active_job"
-        if reason is not None:
-            result.kept.append(GcEntry(record.job_id, record.state, "skipped", reason, 0))
-        else:
-            candidates.append((record, ["older_than"]))
-    candidates.sort(key=lambda item: item[0].gc_ts)  # stable: equal timestamps keep scan order
-    if policy.max_jobs is not None and len(candidates) > policy.max_jobs:
-        cut = len(candidates) - policy.max_jobs
-        for _, reasons in candidates[:cut]:
-            reasons.append("max_jobs")
-        for _, reasons in candidates[cut:]:
-            reasons.remove("older_than")
-    if policy.max_bytes is not None:
-        total = sum(record.bytes for record, _ in candidates)
-        for record, reasons in candidates:
-            if total <= policy.max_bytes:
-                break
-            reasons.append("max_bytes")
-            total -= record.bytes
-    for record, reasons in candidates:
-        if reasons:
-            result.selected.append((record, "+".join(reasons)))
-        else:
-            entry = GcEntry(record.job_id, record.state, "skipped", "policy_not_matched", record.bytes)
-            result.kept.append(entry)
-    return result
-
-
-# -- blocking I/O helpers (run in worker threads) ----------------------------------------
-
-
-def _read_at(dir_fd: int, name: str) -> bytes:
-    fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    with open(fd, "rb", closefd=True) as file:
-        return file.read()
-
-
-def _tree_size(dir_fd: int) -> int:
-    """Bytes in the regular files below ``dir_fd``; symlinks count 0 and are not followed."""
-    total = 0
-    try:
-        with os.scandir(dir_fd) as entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        sub = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
-                        try:
-                            total += _tree_size(sub)
-                        finally:
-                            os.close(sub)
-                    elif entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue  # unreadable parts count as 0
-    except OSError:
-        return total
-    return total
-
-
-def _lock_held(job_fd: int) -> bool | None:
-    """Does a supervisor hold this job's ``supervisor.lock``? ``None``: there is no lock file."""
-    try:
-        fd = os.open(LOCK_FILE, _FILE_FLAGS, dir_fd=job_fd)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return False
-    try:
-        return lock_held_elsewhere(fd)
-    finally:
-        os.close(fd)
-
-
-def _scan_one(root: Path, root_fd: int, name: str, cutoff: str) -> ScanRecord | None:
-    """Read one job directory; ``None`` if it vanished (a concurrent ``gc`` removed it)."""
-    try:
-        job_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return ScanRecord(name, None)
-    try:
-        try:
-            state = JobState.from_dict(orjson.loads(_read_at(job_fd, STATE_FILE)))
-        except FileNotFoundError:
-            if not _exists_at(root_fd, name):
-                return None
-            return ScanRecord(name, None)
-        except (OSError, orjson.JSONDecodeError, StateCorrupt):
-            return ScanRecord(name, None)
-        if state.status is JobStatus.RUNNING:
-            # Repairs (and persists) a job whose supervisor died to ``failed``.
-            try:
-                state = read_state(root / name)
-            except (OSError, StateCorrupt):
-                return ScanRecord(name, None)
-        gc_ts = state.finished_at if state.finished_at is not None else state.updated_at
-        if not _may_be_candidate(state.status, gc_ts, cutoff):
-            return ScanRecord(name, state.status, gc_ts)
-        return ScanRecord(name, state.status, gc_ts, _tree_size(job_fd), bool(_lock_held(job_fd)))
-    finally:
-        os.close(job_fd)
-
-
-def _exists_at(dir_fd: int, name: str) -> bool:
-    try:
-        os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
-def _clear_dir(dir_fd: int) -> None:
-    """Remove everything inside ``dir_fd``; symlinks are unlinked, never followed.
-
-    Entries that vanish meanwhile (another ``gc``) are fine; other errors propagate.
-    """
-    with os.scandir(dir_fd) as it:
-        entries = list(it)
-    for entry in entries:
-        name = entry.name
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                _remove_dir_at(dir_fd, name)
-            else:
-                os.unlink(name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue
-
-
-def _remove_dir_at(parent_fd: int, name: str) -> None:
-    """Remove the directory ``name`` (relative to ``parent_fd``) and everything below it."""
-    for attempt in range(_RMDIR_ATTEMPTS):
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                # Swapped for a symlink or a file since it was listed: remove just that.
-                os.unlink(name, dir_fd=parent_fd)
-                return
-            raise
-        try:
-            _clear_dir(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.rmdir(name, dir_fd=parent_fd)
-            return
-        except OSError as exc:
-            if exc.errno != errno.ENOTEMPTY or attempt == _RMDIR_ATTEMPTS - 1:
-                raise
-
-
-@dataclass(frozen=True, slots=True)
-class _Removal:
-    """How removing one job directory went.
-
-    ``outcome`` is ``deleted`` (gone, by us), ``gone`` (removed by someone else first),
-    ``busy`` (a supervisor holds the job), ``still_exists`` or ``failed`` (``error`` set).
-    """
-
-    outcome: str
-    error: str = ""
-
-
-def _restart_held(job_fd: int) -> bool:
-    """Is the job being restarted (``restart.lock`` held)? Checked under the supervisor
-    lock, which a restart needs too before it relaunches: then it cannot start meanwhile."""
-    try:
-        fd = os.open(RESTART_LOCK_FILE, _FILE_FLAGS, dir_fd=job_fd)
-    except OSError:
-        return False
-    try:
-        return lock_held_elsewhere(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_job(root_fd: int, name: str) -> _Removal:
-    """Remove one job directory under its supervisor lock, then confirm it is gone."""
-    try:
-        job_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
-    except FileNotFoundError:
-        return _Removal("gone")
-    except OSError as exc:
-        return _Removal("failed", _os_error_text(exc))
-    lock_fd: int | None = None
-    try:
-        try:
-            lock_fd = os.open(LOCK_FILE, _FILE_FLAGS, dir_fd=job_fd)
-        except OSError:
-            lock_fd = None  # no lock file (an upstream job): nobody can claim it
-        if lock_fd is not None:
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return _Removal("busy")
-        if _restart_held(job_fd):
-            return _Removal("busy")
-        try:
-            _clear_dir(job_fd)
-        except OSError as exc:
-            return _Removal("failed", _os_error_text(exc))
-    finally:
-        os.close(job_fd)
-        if lock_fd is not None:
-            # Held until the directory is empty; after that no supervisor can start in it.
-            os.close(lock_fd)
-    try:
-        _remove_dir_at(root_fd, name)
-    except FileNotFoundError:
-        return _Removal("gone")
-    except OSError as exc:
-        return _Removal("failed", _os_error_text(exc))
-    if _exists_at(root_fd, name):
-        return _Removal("still_exists")
-    return _Removal("deleted")
 
 
 # -- the async core ----------------------------------------------------------------------
@@ -486,33 +144,6 @@ class GcResult:
         }
 
 
-def _open_root(root: Path) -> int | None:
-    """An fd on the root, ``None`` if it does not exist; other failures are errors."""
-    try:
-        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise AgentExecError(f"failed to read root directory {root}: {_os_error_text(exc)}") from None
-
-
-def _list_root(root: Path, root_fd: int) -> tuple[list[str], int]:
-    """Names of the real directories in the root (scan order), and how many entries were unreadable."""
-    names: list[str] = []
-    unreadable = 0
-    try:
-        with os.scandir(root_fd) as entries:
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        names.append(entry.name)
-                except OSError:
-                    unreadable += 1
-    except OSError as exc:
-        raise AgentExecError(f"failed to read root directory {root}: {_os_error_text(exc)}") from None
-    return names, unreadable
-
-
 async def _map_batched(fn: Callable[[T], U], items: Sequence[T], limiter: anyio.CapacityLimiter) -> list[U]:
     """``[fn(item) for item in items]`` in worker threads, ``limiter`` many at a time, in order."""
     results: list[U | None] = [None] * len(items)
@@ -532,19 +163,19 @@ async def _map_batched(fn: Callable[[T], U], items: Sequence[T], limiter: anyio.
 
 async def _remove_all(
     root_fd: int, names: Sequence[str], limiter: anyio.CapacityLimiter, budget: int | None
-) -> list[_Removal | None]:
+) -> list[Removal | None]:
     """Remove ``names`` concurrently; with a ``budget``, stop after that many successes.
 
     With a budget the work goes in waves no larger than the remaining budget, so the limit
     is never overshot however the concurrent removals end. ``None`` = budget exhausted.
     """
     if budget is None:
-        return list(await _map_batched(lambda name: _remove_job(root_fd, name), names, limiter))
-    outcomes: list[_Removal | None] = [None] * len(names)
+        return list(await _map_batched(lambda name: remove_job(root_fd, name), names, limiter))
+    outcomes: list[Removal | None] = [None] * len(names)
     position = succeeded = 0
     while position < len(names) and succeeded < budget:
         wave = range(position, min(len(names), position + budget - succeeded))
-        done = await _map_batched(lambda index: _remove_job(root_fd, names[index]), wave, limiter)
+        done = await _map_batched(lambda index: remove_job(root_fd, names[index]), wave, limiter)
         for index, removal in zip(wave, done, strict=True):
             outcomes[index] = removal
             succeeded += removal.outcome == "deleted"
@@ -571,11 +202,11 @@ async def collect(
     :raises AgentExecError: the root exists but cannot be read.
     """
     result = GcResult()
-    root_fd = _open_root(root)
+    root_fd = open_root(root)
     if root_fd is None:
         return result
     try:
-        names, unreadable = _list_root(root, root_fd)
+        names, unreadable = list_root(root, root_fd)
         result.skipped += unreadable
         result.failed += unreadable
         if scan_limit is not None:
@@ -583,15 +214,17 @@ async def collect(
         result.scanned_dirs = len(names)
         cutoff = cutoff_ts(now, policy.older_than_s)
         limiter = anyio.CapacityLimiter(max(1, concurrency))
-        listed = [name for name in names if _printable(name)]
+        listed = [name for name in names if printable(name)]
         result.skipped += len(names) - len(listed)
         result.out_of_scope += len(names) - len(listed)
-        scanned = await _map_batched(lambda name: _scan_one(root, root_fd, name, cutoff), listed, limiter)
+        scanned = await _map_batched(lambda name: scan_one(root, root_fd, name, cutoff, now), listed, limiter)
         records = [record for record in scanned if record is not None]
         result.scanned_dirs -= len(scanned) - len(records)
         selection = select(records, policy, now=now)
         result.jobs.extend(selection.kept)
-        result.out_of_scope += len(selection.kept)
+        io_errors = sum(entry.reason.startswith("io_error") for entry in selection.kept)
+        result.failed += io_errors  # retryable: nothing is wrong with those jobs
+        result.out_of_scope += len(selection.kept) - io_errors
         result.skipped += len(selection.kept)
         result.candidate_count = len(selection.selected)
         if dry_run:
@@ -599,6 +232,7 @@ async def collect(
                 result.jobs.append(GcEntry(record.job_id, record.state, "would_delete", reason, record.bytes))
                 result.freed_bytes += record.bytes
             return result
+        sweep_stale_builds(root_fd, now)
         names_to_remove = [record.job_id for record, _ in selection.selected]
         removals = await _remove_all(root_fd, names_to_remove, limiter, delete_limit)
     finally:
@@ -608,7 +242,7 @@ async def collect(
     return result
 
 
-def _account(result: GcResult, record: ScanRecord, reason: str, removal: _Removal | None) -> None:
+def _account(result: GcResult, record: ScanRecord, reason: str, removal: Removal | None) -> None:
     if removal is not None and removal.outcome == "deleted":
         result.deleted += 1
         result.freed_bytes += record.bytes
@@ -699,7 +333,7 @@ def gc_command(
         "older_than_source": source,
     }
     result = GcResult()
-    if os.path.exists(root):  # a missing root is not an error, and skips duration validation
+    if check_root(root):  # a missing root is not an error, and skips duration validation
         policy = GcPolicy(parse_duration(text), max_jobs, max_bytes)
         now = time.time()
 
@@ -719,14 +353,14 @@ def auto_gc(root: Path, settings: dict[str, Any]) -> None:
     skipped silently. Problems are logged at warning level.
     """
     try:
-        if not settings.get("auto", True) or not os.path.isdir(root):
+        if not settings.get("auto", True) or not check_root(root):
             return
         try:
             lock_fd = os.open(
                 root / GC_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE
             )
         except OSError as exc:
-            log.warning("auto-gc skipped: cannot open lock %s: %s", root / GC_LOCK_FILE, _os_error_text(exc))
+            log.warning("auto-gc skipped: cannot open lock %s: %s", root / GC_LOCK_FILE, os_error_text(exc))
             return
         try:
             try:
@@ -767,6 +401,7 @@ def delete_one(root: Path, given: str, *, dry_run: bool) -> dict[str, Any]:
     :raises InvalidState: the job is running (or its supervisor still holds it).
     :raises AgentExecError: the removal failed or the directory survived it.
     """
+    check_root(root)
     job_id, job_dir = resolve_job(root, given)
     try:
         status: JobStatus | None = read_state(job_dir).status
@@ -778,11 +413,11 @@ def delete_one(root: Path, given: str, *, dry_run: bool) -> dict[str, Any]:
     state = status.value if status is not None else "unknown"
     action = "would_delete"
     if not dry_run:
-        root_fd = _open_root(root)
+        root_fd = open_root(root)
         if root_fd is None:
             raise AgentExecError(f"failed to delete job directory {job_dir}: No such file or directory")
         try:
-            removal = _remove_job(root_fd, job_id)
+            removal = remove_job(root_fd, job_id)
         finally:
             os.close(root_fd)
         if removal.outcome == "busy":
@@ -792,7 +427,7 @@ def delete_one(root: Path, given: str, *, dry_run: bool) -> dict[str, Any]:
         if removal.outcome == "still_exists":
             raise AgentExecError(f"delete reported success but job directory still exists: {job_dir}")
         action = "deleted"  # "gone": removed concurrently, and absent as promised
-    elif _job_supervised(job_dir):
+    elif job_supervised(job_dir):
         raise running
     return {
         "root": str(root),
@@ -805,57 +440,6 @@ def delete_one(root: Path, given: str, *, dry_run: bool) -> dict[str, Any]:
     }
 
 
-def _job_supervised(job_dir: Path) -> bool:
-    try:
-        fd = os.open(job_dir, _DIR_FLAGS)
-    except OSError:
-        return False
-    try:
-        return bool(_lock_held(fd))
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True, slots=True)
-class _BulkRecord:
-    """One job of ``delete --all``: ``reason`` set when it is skipped, ``None`` if eligible."""
-
-    job_id: str
-    in_scope: bool
-    state: str = "unknown"
-    reason: str | None = None
-
-
-def _bulk_scan_one(root: Path, root_fd: int, name: str, cwd_scope: str) -> _BulkRecord | None:
-    if not _printable(name):
-        return _BulkRecord(name, False)
-    try:
-        job_fd = os.open(name, _DIR_FLAGS, dir_fd=root_fd)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return _BulkRecord(name, False)
-    try:
-        try:
-            meta = JobMeta.from_dict(orjson.loads(_read_at(job_fd, META_FILE)))
-        except (OSError, orjson.JSONDecodeError, StateCorrupt):
-            return _BulkRecord(name, False)
-        if meta.cwd is None or meta.cwd != cwd_scope:
-            return _BulkRecord(name, False)
-        try:
-            state = read_state(root / name)
-        except (OSError, StateCorrupt):
-            return _BulkRecord(name, True, "unknown", "state_unreadable")
-        if state.status.is_active:
-            return _BulkRecord(name, True, state.status.value, state.status.value)
-        alive = _lock_held(job_fd)
-        if alive is None:  # an upstream job: only the recorded pid is left to probe
-            alive = state.pid is not None and pid_alive(state.pid)
-        return _BulkRecord(name, True, state.status.value, "pid_alive" if alive else None)
-    finally:
-        os.close(job_fd)
-
-
 def delete_all(
     root: Path, *, cwd_scope: str, dry_run: bool, concurrency: int = DEFAULT_CONCURRENCY
 ) -> dict[str, Any]:
@@ -865,16 +449,16 @@ def delete_all(
     jobs: list[dict[str, Any]] = []
 
     async def main(root_fd: int) -> None:
-        names, unreadable = _list_root(root, root_fd)
+        names, unreadable = list_root(root, root_fd)
         counts["skipped"] += unreadable
         counts["failed"] += unreadable
         limiter = anyio.CapacityLimiter(max(1, concurrency))
         scanned = await _map_batched(
-            lambda name: _bulk_scan_one(root, root_fd, name, cwd_scope), names, limiter
+            lambda name: bulk_scan_one(root, root_fd, name, cwd_scope), names, limiter
         )
         records = [record for record in scanned if record is not None]
         eligible = [record.job_id for record in records if record.in_scope and record.reason is None]
-        removals: Iterable[_Removal | None] = [None] * len(eligible)
+        removals: Iterable[Removal | None] = [None] * len(eligible)
         if not dry_run:
             removals = await _remove_all(root_fd, eligible, limiter, None)
         outcome = dict(zip(eligible, removals, strict=True))
@@ -900,7 +484,7 @@ def delete_all(
                 counts["failed" if failed else "out_of_scope"] += 1
             jobs.append(_delete_entry(record.job_id, record.state, action, reason))
 
-    root_fd = _open_root(root)
+    root_fd = open_root(root) if check_root(root) else None
     if root_fd is not None:
         try:
             _run(functools.partial(main, root_fd))
@@ -911,7 +495,7 @@ def delete_all(
     return data
 
 
-def _bulk_outcome(removal: _Removal) -> tuple[str, str, bool]:
+def _bulk_outcome(removal: Removal) -> tuple[str, str, bool]:
     """``(action, reason, failed)`` of one ``delete --all`` removal."""
     if removal.outcome == "deleted":
         return "deleted", "terminal_in_cwd", False

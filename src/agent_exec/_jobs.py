@@ -6,6 +6,7 @@ these functions, so every way in creates and reports jobs identically.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -15,26 +16,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ._errors import InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
-from ._logs import ENCODING, file_size, read_head, read_tail
+from ._errors import InvalidArgument, InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
+from ._jobdir import JobDir, open_job
+from ._logs import ENCODING, read_head, read_tail
 from ._models import JobMeta, JobState, JobStatus, NotificationConfig
 from ._paths import (
-    DIR_MODE,
     FILE_MODE,
     FULL_LOG,
     LOCK_FILE,
+    META_FILE,
+    STATE_FILE,
     STDERR_LOG,
     STDIN_FILE,
     STDOUT_LOG,
     canonical_cwd,
     iter_job_dirs,
     new_job_id,
-    resolve_job,
 )
 from ._process import DEFAULT_WRAPPER, group_alive, split_env_pair
+from ._root import check_root, ensure_root
 from ._spec import LaunchSpec
 from ._store import (
     SUPERVISOR_LOST,
+    JobRef,
+    dump_pretty,
+    held,
     lock_held_elsewhere,
     read_meta,
     read_state,
@@ -123,9 +129,57 @@ class JobDefinition:
 StdinSource = bytes | Path | IO[bytes] | None
 
 
-def _materialise_stdin(job_dir: Path, source: bytes | Path | IO[bytes], limit: int) -> None:
-    path = job_dir / STDIN_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+def require_text(value: str, what: str) -> str:
+    """``value`` if it is valid UTF-8, else :class:`InvalidArgument` naming ``what``.
+
+    POSIX allows any bytes but NUL in arguments, environment values and paths, and Python
+    carries undecodable ones as surrogates; a job's definition is recorded as JSON text,
+    which cannot hold them. They are refused up front, with where the bad byte is, rather
+    than stored altered (a command that is not what was asked for) or failing later.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = value[exc.start : exc.end].encode("utf-8", "surrogateescape")
+        raise InvalidArgument(
+            f"{what} is not valid UTF-8 (byte 0x{raw[:1].hex()} at offset {exc.start}): "
+            "agent-exec records jobs as JSON text, which cannot hold it"
+        ) from None
+    return value
+
+
+def _require_text_definition(definition: JobDefinition) -> None:
+    for index, word in enumerate(definition.command):
+        require_text(word, f"command word {index + 1}")
+    for word in definition.wrapper:
+        require_text(word, "the shell wrapper")
+    for pair in definition.env:
+        require_text(pair, f"--env {split_env_pair(pair)[0]!r}")
+    for path in definition.env_files:
+        require_text(path, "an --env-file path")
+    if definition.cwd is not None:
+        require_text(definition.cwd, "--cwd")
+    notification = definition.notification
+    if notification is not None:
+        for name, value in (
+            ("--notify-command", notification.notify_command),
+            ("--notify-file", notification.notify_file),
+        ):
+            if value is not None:
+                require_text(value, name)
+        match = notification.on_output_match
+        if match is not None:
+            for name, value in (
+                ("--output-pattern", match.pattern),
+                ("--output-command", match.command),
+                ("--output-file", match.file),
+            ):
+                if value is not None:
+                    require_text(value, name)
+
+
+def _materialise_stdin(job: JobDir, source: bytes | Path | IO[bytes], limit: int) -> None:
+    fd = job.open_file(STDIN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         with open(fd, "wb", closefd=True) as out:
             if isinstance(source, bytes):
@@ -150,7 +204,7 @@ def _materialise_stdin(job_dir: Path, source: bytes | Path | IO[bytes], limit: i
                     out.write(chunk)
     except BaseException:
         with contextlib.suppress(OSError):
-            path.unlink()
+            job.unlink(STDIN_FILE)
         raise
 
 
@@ -164,15 +218,45 @@ def create_job(
     mask_env: bool = True,
     precreate_logs: bool = True,
 ) -> tuple[str, Path, JobMeta]:
-    """Create the job directory with ``meta.json``, ``stdin.bin`` and empty logs.
+    """:func:`create_job_dir` for callers that work with paths (the handle is closed)."""
+    job, meta = create_job_dir(
+        root,
+        definition,
+        stdin=stdin,
+        stdin_max_bytes=stdin_max_bytes,
+        persist_runtime_env=persist_runtime_env,
+        mask_env=mask_env,
+        precreate_logs=precreate_logs,
+    )
+    job.close()
+    return meta.job_id, root / meta.job_id, meta
 
-    If stdin cannot be materialised the whole directory is removed again: a failed
-    ``run``/``create`` leaves nothing half-made behind.
+
+def create_job_dir(
+    root: Path,
+    definition: JobDefinition,
+    *,
+    stdin: StdinSource = None,
+    stdin_max_bytes: int = DEFAULT_STDIN_MAX_BYTES,
+    persist_runtime_env: bool = False,
+    mask_env: bool = True,
+    precreate_logs: bool = True,
+    initial_state: Callable[[str], JobState] | None = None,
+    publish: bool = True,
+) -> tuple[JobDir, JobMeta]:
+    """Create the job directory with ``meta.json``, ``stdin.bin``, empty logs and (given
+    ``initial_state(job_id)``) ``state.json``; return it held by descriptor (the caller
+    closes it) with the definition as written.
+
+    The directory is made complete under a temporary name and renamed into place once
+    (:meth:`JobDir.build`), so no reader ever sees a job without its records, and the files
+    are written directly (no temporary file and rename each: nobody can see them yet). With
+    ``publish=False`` the caller renames it (:meth:`JobDir.publish`) once the job is
+    launched. If anything fails, the directory is removed again: a failed ``run``/``create``
+    leaves nothing behind.
     """
-    try:
-        root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    except OSError as exc:
-        raise IoError.from_os(exc, "failed to create jobs root", root) from None
+    _require_text_definition(definition)
+    ensure_root(root)
     job_id = new_job_id(root)
     job_dir = root / job_id
     meta = JobMeta(
@@ -200,43 +284,62 @@ def create_job(
         meta.extra["argv"] = build_argv(definition.wrapper, definition.command)
         meta.extra["shell"] = bool(definition.wrapper)
     try:
-        job_dir.mkdir(mode=DIR_MODE)
+        job = JobDir.build(root, job_id)
     except OSError as exc:
         raise IoError.from_os(exc, "failed to create job directory", job_dir) from None
     try:
         if stdin is not None:
-            _materialise_stdin(job_dir, stdin, stdin_max_bytes)
+            _materialise_stdin(job, stdin, stdin_max_bytes)
             meta.stdin_file = STDIN_FILE
-        write_meta(job_dir, meta)
+        job.write_new(META_FILE, dump_pretty(meta.to_dict()))
         # The CLI pre-creates the logs (readers may look before the supervisor starts);
         # an in-process runner's supervisor creates them an instant later.
         for name in (STDOUT_LOG, STDERR_LOG, FULL_LOG) if precreate_logs else ():
-            os.close(os.open(job_dir / name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+            job.create_empty(name)
+        if initial_state is not None:
+            job.write_new(STATE_FILE, dump_pretty(initial_state(job_id).to_dict()))
+        if publish:
+            job.publish()
     except BaseException:
-        import shutil
-
-        shutil.rmtree(job_dir, ignore_errors=True)
+        discard(job)
         raise
-    return job_id, job_dir, meta
+    return job, meta
 
 
-def write_created_state(job_dir: Path, job_id: str) -> JobState:
+def discard(job: JobDir) -> None:
+    """Close and remove a job directory that never became a job (a failed launch)."""
+    import shutil
+
+    where = job.current_path
+    job.close()
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def created_state(job_id: str) -> JobState:
+    return JobState(job_id=job_id, status=JobStatus.CREATED, updated_at=now_ts())
+
+
+def write_created_state(job_dir: JobRef, job_id: str) -> JobState:
     state = JobState(job_id=job_id, status=JobStatus.CREATED, updated_at=now_ts())
     write_state(job_dir, state)
     return state
 
 
 def launch_spec(
-    job_dir: Path,
+    job_dir: JobRef,
     meta: JobMeta,
     *,
     env_pairs: Sequence[str],
     cwd: str | None,
     full_log: Path | None = None,
 ) -> LaunchSpec:
+    """What the supervisor runs: taken from ``meta`` as written, with the directory handle
+    (if ``job_dir`` is one) that travels with it."""
     return LaunchSpec(
         job_id=meta.job_id,
-        job_dir=job_dir,
+        job_dir=job_dir.path if isinstance(job_dir, JobDir) else job_dir,
+        dir=job_dir if isinstance(job_dir, JobDir) else None,
+        meta=meta.to_dict(),
         command=meta.command,
         # ``[]`` (not missing) is a library job's direct exec.
         wrapper=meta.shell_wrapper if meta.shell_wrapper is not None else list(DEFAULT_WRAPPER),
@@ -265,7 +368,7 @@ def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
     from ._launch import take_supervisor
 
     return take_supervisor().hand_over(
-        spec, lock_fd, lambda pid: write_state(spec.job_dir, running_state(spec.job_id, pid))
+        spec, lock_fd, lambda pid: write_state(spec.handle(), running_state(spec.job_id, pid))
     )
 
 
@@ -278,22 +381,33 @@ def launch_detached_exec(spec: LaunchSpec, lock_fd: int) -> int:
     )
 
 
-def launch_new_job(spec: LaunchSpec, launch: Callable[[LaunchSpec, int], int] | None = None) -> None:
-    """Launch a job directory just made by :func:`create_job`: all or nothing.
+def launch_new_job(
+    spec: LaunchSpec, supervisor: Any = None, launch: Callable[[LaunchSpec, int], int] | None = None
+) -> None:
+    """Launch a job directory just made by :func:`create_job_dir`: all or nothing.
 
-    If the launch fails, the workload was never started and the directory is removed
-    again, so the caller gets an error and no job (a retry cannot run the command twice).
-    ``launch`` defaults to :func:`launch_detached_locked` (the CLI forks);
-    :func:`launch_detached_exec` is for threaded hosts.
+    A directory still being built (``publish=False``, its ``running`` record written) is
+    renamed into place at the hand-over, before the supervisor may start the workload. If
+    the launch fails, the workload was never started and the directory is removed again,
+    so the caller gets an error and no job (a retry cannot run the command twice).
+    ``launch`` replaces :func:`launch_detached_locked` for a published directory (threaded
+    hosts pass :func:`launch_detached_exec`).
     """
+    job = spec.dir
     try:
-        with supervision_claim(spec.job_dir) as lock_fd:
+        with supervision_claim(job or spec.job_dir) as lock_fd:
             assert lock_fd is not None  # a brand-new job directory
-            (launch or launch_detached_locked)(spec, lock_fd)
-    except BaseException:
-        import shutil
+            if job is not None and job.building is not None:
+                from ._launch import take_supervisor
 
-        shutil.rmtree(spec.job_dir, ignore_errors=True)
+                (supervisor or take_supervisor()).hand_over(spec, lock_fd, lambda pid: job.publish())
+            else:
+                (launch or launch_detached_locked)(spec, lock_fd)
+    except BaseException:
+        if job is not None and job.building is not None:
+            discard(job)
+        else:
+            remove_new_job_dir(spec.job_dir)
         raise
 
 
@@ -310,8 +424,37 @@ def launch_new(
     job_id, job_dir, meta = create_job(root, definition, stdin=stdin, stdin_max_bytes=stdin_max_bytes)
     spec = launch_spec(job_dir, meta, env_pairs=definition.env, cwd=definition.cwd)
     spec.auto_gc = auto_gc
-    launch_new_job(spec, launch)
+    launch_new_job(spec, launch=launch)
     return job_id, job_dir, meta
+
+
+#: Every file a job directory can hold before its workload starts.
+_NEW_JOB_FILES = (
+    META_FILE,
+    STATE_FILE,
+    STDIN_FILE,
+    STDOUT_LOG,
+    STDERR_LOG,
+    FULL_LOG,
+    LOCK_FILE,
+    ".meta.lock",
+    ".state.reserve",
+)
+
+
+def remove_new_job_dir(job_dir: Path) -> None:
+    """Remove a job directory whose launch failed, even without a descriptor to spare
+    (``rmtree`` needs some; unlinking the known names by path needs none)."""
+    import shutil
+
+    shutil.rmtree(job_dir, ignore_errors=True)
+    if not os.path.lexists(job_dir):
+        return
+    for name in _NEW_JOB_FILES:
+        with contextlib.suppress(OSError):
+            os.unlink(job_dir / name)
+    with contextlib.suppress(OSError):
+        os.rmdir(job_dir)
 
 
 def masked_env_view(meta: JobMeta) -> list[str]:
@@ -341,30 +484,37 @@ def queued_by_live_runner(state: JobState) -> bool:
     )
 
 
-def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[str, Path, JobMeta]:
-    """Launch a ``created`` job exactly once, even if several callers race to start it."""
-    job_id, job_dir = resolve_job(root, given)
-    meta = read_meta(job_dir)
-    read_state_raw(job_dir)
-    with supervision_claim(job_dir) as lock_fd:
-        state = read_state_raw(job_dir)
-        if lock_fd is None or state.status is not JobStatus.CREATED:
-            shown = state.status.value if lock_fd is not None else "running"
-            raise InvalidState(f"job {given} is in '{shown}' state; only 'created' jobs can be started")
-        if queued_by_live_runner(state):
-            raise InvalidState(
-                f"job {given} is queued by a JobRunner (pid {state.pid}); it starts in its turn"
-            )
-        spec = launch_spec(job_dir, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
-        spec.auto_gc = auto_gc
-        try:
-            launch_detached_locked(spec, lock_fd)
-        except BaseException:
-            # Not started: the job stays ``created`` (we still hold its lock).
-            with contextlib.suppress(OSError):
-                write_state(job_dir, state)
-            raise
-    return job_id, job_dir, meta
+def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[JobDir, JobMeta]:
+    """Launch a ``created`` job exactly once, even if several callers race to start it.
+
+    Returns the job directory held by descriptor (the caller closes it).
+    """
+    job = open_job(root, given)
+    try:
+        meta = read_meta(job)
+        read_state_raw(job)
+        with supervision_claim(job) as lock_fd:
+            state = read_state_raw(job)
+            if lock_fd is None or state.status is not JobStatus.CREATED:
+                shown = state.status.value if lock_fd is not None else "running"
+                raise InvalidState(f"job {given} is in '{shown}' state; only 'created' jobs can be started")
+            if queued_by_live_runner(state):
+                raise InvalidState(
+                    f"job {given} is queued by a JobRunner (pid {state.pid}); it starts in its turn"
+                )
+            spec = launch_spec(job, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
+            spec.auto_gc = auto_gc
+            try:
+                launch_detached_locked(spec, lock_fd)
+            except BaseException:
+                # Not started: the job stays ``created`` (we still hold its lock).
+                with contextlib.suppress(OSError):
+                    write_state(job, state)
+                raise
+    except BaseException:
+        job.close()
+        raise
+    return job, meta
 
 
 # -- observing ------------------------------------------------------------------------
@@ -374,19 +524,25 @@ class SupervisorWatch:
     """Wakes a waiter the moment a job's supervisor lets go of its lock (the job finished
     or the supervisor died), instead of polling ``state.json``."""
 
-    def __init__(self, job_dir: Path) -> None:
+    def __init__(self, job: JobRef) -> None:
         import threading
 
         self._threading = threading
-        self._path = job_dir / LOCK_FILE
+        self._job = job
         self._released = threading.Event()
         self._thread: Any = None
 
-    def _watch(self) -> None:
+    def _open_lock(self) -> int | None:
+        """The lock file, opened by the caller's thread while the job directory is surely
+        open (a descriptor number read by another thread after a close could be reused)."""
         try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            if isinstance(self._job, JobDir):
+                return self._job.open_file(LOCK_FILE, os.O_RDONLY)
+            return os.open(self._job / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
-            return
+            return None
+
+    def _watch(self, fd: int) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -402,13 +558,18 @@ class SupervisorWatch:
             self._released.clear()
             self._thread = None
         if self._thread is None:
-            thread = self._threading.Thread(target=self._watch, daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:  # no thread to spare (process limit): poll instead
-                time.sleep(max(0.0, min(timeout, 0.05)))
-                return False
-            self._thread = thread
+            fd = self._open_lock()
+            if fd is None:
+                self._thread = False  # nothing to watch: the timeout decides
+            else:
+                thread = self._threading.Thread(target=self._watch, args=(fd,), daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError:  # no thread to spare (process limit): poll instead
+                    os.close(fd)
+                    time.sleep(max(0.0, min(timeout, 0.05)))
+                    return False
+                self._thread = thread
         if timeout <= 0:
             return self._released.is_set()
         return self._released.wait(timeout)
@@ -423,13 +584,16 @@ class PollingWatch:
     about long jobs stays flat.
     """
 
-    def __init__(self, job_dir: Path, interval: float = 0.02) -> None:
-        self._path = job_dir / LOCK_FILE
+    def __init__(self, job: JobRef, interval: float = 0.02) -> None:
+        self._job = job
         self._interval = interval
 
     def _released(self) -> bool:
         try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            if isinstance(self._job, JobDir):
+                fd = self._job.open_file(LOCK_FILE, os.O_RDONLY)
+            else:
+                fd = os.open(self._job / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return True
         try:
@@ -453,7 +617,7 @@ Watch = SupervisorWatch | PollingWatch
 
 
 def observe(
-    job_dir: Path, *, wait: bool, until: float, forever: bool, polling: bool = False
+    job_dir: JobRef, *, wait: bool, until: float, forever: bool, polling: bool = False
 ) -> tuple[JobState, int]:
     """The inline observation of ``run``/``start``: return at the terminal state at once,
     or at the first 100 ms tick that finds output in the logs, or at the deadline.
@@ -466,6 +630,11 @@ def observe(
     """
     if not wait:
         return read_state(job_dir), 0
+    with held(job_dir) as job:
+        return _observe(job, until=until, forever=forever, polling=polling)
+
+
+def _observe(job_dir: JobDir, *, until: float, forever: bool, polling: bool) -> tuple[JobState, int]:
     start = time.monotonic()
     deadline = None if forever else start + until
     watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
@@ -476,7 +645,7 @@ def observe(
         if state.is_terminal:
             break
         if now >= start + tick * 0.1:
-            if file_size(job_dir / STDOUT_LOG) or file_size(job_dir / STDERR_LOG):
+            if job_dir.size(STDOUT_LOG) or job_dir.size(STDERR_LOG):
                 settle = OUTPUT_SETTLE if deadline is None else min(OUTPUT_SETTLE, deadline - now)
                 if settle > 0 and watch.wait(settle):
                     continue
@@ -492,7 +661,7 @@ def observe(
 
 
 def observe_launched(
-    job_dir: Path, job_id: str, *, wait: bool, until: float, forever: bool
+    job_dir: JobRef, job_id: str, *, wait: bool, until: float, forever: bool
 ) -> tuple[JobState, int]:
     """:func:`observe` for a job this call has just launched (recorded ``running``).
 
@@ -509,10 +678,11 @@ def observe_launched(
         return state, int((time.monotonic() - start) * 1000)
 
 
-def output_fields(job_dir: Path, max_bytes: int) -> dict[str, Any]:
+def output_fields(job_dir: JobRef, max_bytes: int) -> dict[str, Any]:
     """The bounded inline output block shared by ``run``, ``start`` and ``wait``."""
-    stdout, stdout_range, stdout_total = read_head(job_dir / STDOUT_LOG, max_bytes)
-    stderr, stderr_range, stderr_total = read_head(job_dir / STDERR_LOG, max_bytes)
+    with held(job_dir, reading=STDOUT_LOG) as job:
+        stdout, stdout_range, stdout_total = read_head((job.fd, STDOUT_LOG), max_bytes)
+        stderr, stderr_range, stderr_total = read_head((job.fd, STDERR_LOG), max_bytes)
     return {
         "stdout": stdout,
         "stderr": stderr,
@@ -559,7 +729,7 @@ def fault_fields(state: JobState) -> dict[str, Any]:
 
 def run_data(
     job_id: str,
-    job_dir: Path,
+    job_dir: JobRef,
     state: JobState,
     *,
     tags: list[str],
@@ -571,8 +741,9 @@ def run_data(
     data: dict[str, Any] = {"job_id": job_id, "state": state.status.value, "tags": tags}
     if env_vars:
         data["env_vars"] = env_vars
-    data["stdout_log_path"] = str(job_dir / STDOUT_LOG)
-    data["stderr_log_path"] = str(job_dir / STDERR_LOG)
+    path = job_dir.path if isinstance(job_dir, JobDir) else job_dir
+    data["stdout_log_path"] = str(path / STDOUT_LOG)
+    data["stderr_log_path"] = str(path / STDERR_LOG)
     data["elapsed_ms"] = elapsed_ms
     data["waited_ms"] = waited_ms
     data.update(output_fields(job_dir, max_bytes))
@@ -584,10 +755,10 @@ def run_data(
 
 
 def status_data(root: Path, given: str) -> dict[str, Any]:
-    job_id, job_dir = resolve_job(root, given)
-    meta = read_meta(job_dir)
-    state = read_state(job_dir)
-    data: dict[str, Any] = {"job_id": job_id, "state": state.status.value}
+    with open_job(root, given) as job:
+        meta = read_meta(job)
+        state = read_state(job)
+    data: dict[str, Any] = {"job_id": job.job_id, "state": state.status.value}
     if state.exit_code is not None:
         data["exit_code"] = state.exit_code
     data["created_at"] = meta.created_at
@@ -606,9 +777,10 @@ def status_data(root: Path, given: str) -> dict[str, Any]:
 def tail_data(
     root: Path, given: str, *, tail_lines: int = 50, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> dict[str, Any]:
-    job_id, job_dir = resolve_job(root, given)
-    stdout, stdout_range, stdout_total = read_tail(job_dir / STDOUT_LOG, tail_lines, max_bytes)
-    stderr, stderr_range, stderr_total = read_tail(job_dir / STDERR_LOG, tail_lines, max_bytes)
+    with open_job(root, given) as job:
+        stdout, stdout_range, stdout_total = read_tail((job.fd, STDOUT_LOG), tail_lines, max_bytes)
+        stderr, stderr_range, stderr_total = read_tail((job.fd, STDERR_LOG), tail_lines, max_bytes)
+    job_id, job_dir = job.job_id, job.path
     return {
         "job_id": job_id,
         "stdout": stdout,
@@ -623,12 +795,17 @@ def tail_data(
     }
 
 
-def wait_for(job_dir: Path, *, until: float | None, poll: float = 1.0, polling: bool = False) -> JobState:
+def wait_for(job_dir: JobRef, *, until: float | None, poll: float = 1.0, polling: bool = False) -> JobState:
     """Block until the job is terminal or ``until`` seconds passed (``None``: no deadline).
 
     A supervised job wakes the waiter the moment it finishes; only a ``created`` job (no
     supervisor yet) is polled, every ``poll`` seconds.
     """
+    with held(job_dir) as job:
+        return _wait_for(job, until=until, poll=poll, polling=polling)
+
+
+def _wait_for(job_dir: JobDir, *, until: float | None, poll: float, polling: bool) -> JobState:
     deadline = None if until is None else time.monotonic() + until
     watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
     while True:
@@ -653,12 +830,12 @@ def wait_data(
     max_bytes: int = DEFAULT_MAX_BYTES,
     polling: bool = False,
 ) -> dict[str, Any]:
-    job_id, job_dir = resolve_job(root, given)
-    state = wait_for(job_dir, until=until, poll=max(poll, 1.0) if poll else 1.0, polling=polling)
-    data: dict[str, Any] = {"job_id": job_id, "state": state.status.value}
+    with open_job(root, given) as job:
+        state = wait_for(job, until=until, poll=max(poll, 1.0) if poll else 1.0, polling=polling)
+        outputs = output_fields(job, max_bytes)
+    data: dict[str, Any] = {"job_id": job.job_id, "state": state.status.value}
     if state.is_terminal and state.exit_code is not None:
         data["exit_code"] = state.exit_code
-    outputs = output_fields(job_dir, max_bytes)
     data["stdout_total_bytes"] = outputs.pop("stdout_total_bytes")
     data["stderr_total_bytes"] = outputs.pop("stderr_total_bytes")
     data["updated_at"] = state.updated_at
@@ -672,6 +849,13 @@ def wait_data(
     return data
 
 
+def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
+    """Moved to :func:`agent_exec._kill.kill_job` (kept here for callers of the old home)."""
+    from ._kill import kill_job as kill
+
+    return kill(root, given, signal_name=signal_name, wait=wait)
+
+
 def list_data(
     root: Path,
     *,
@@ -682,40 +866,22 @@ def list_data(
 ) -> dict[str, Any]:
     jobs: list[dict[str, Any]] = []
     skipped = 0
+    check_root(root)
     for entry in iter_job_dirs(root):
-        job_dir = Path(entry.path)
         try:
-            meta = read_meta(job_dir)
-        except StateCorrupt:
+            job_dir = JobDir.open(root, entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # vanished, or swapped for something that is no directory
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # a symlink planted in its place is no job
+                skipped += 1
+            continue
+        with job_dir:
+            summary = _summary(job_dir, cwd_filter, tag_patterns, state_filter)
+        if summary is None:
             skipped += 1
-            continue
-        if cwd_filter is not None and meta.cwd != cwd_filter:
-            continue
-        if tag_patterns and not tags_match(tag_patterns, meta.tags):
-            continue
-        summary: dict[str, Any] = {"job_id": meta.job_id, "short_job_id": meta.job_id[:7]}
-        try:
-            state: JobState | None = read_state(job_dir)
-        except StateCorrupt:
-            state = None
-        summary["state"] = state.status.value if state else "unknown"
-        if state is not None and state.exit_code is not None:
-            summary["exit_code"] = state.exit_code
-        summary["created_at"] = meta.created_at
-        if state is not None:
-            if state.started_at is not None:
-                summary["started_at"] = state.started_at
-            if state.finished_at is not None:
-                summary["finished_at"] = state.finished_at
-            summary["updated_at"] = state.updated_at
-            if state.reason is not None:
-                summary["reason"] = state.reason
-            summary.update(fault_fields(state))
-        summary["tags"] = meta.tags
-        summary["command"] = meta.command
-        if state_filter is not None and summary["state"] != state_filter:
-            continue
-        jobs.append(summary)
+        elif summary:
+            jobs.append(summary)
     jobs.sort(key=lambda job: job["job_id"], reverse=True)
     jobs.sort(key=lambda job: job.get("started_at", ""), reverse=True)
     truncated = limit > 0 and len(jobs) > limit
@@ -724,13 +890,50 @@ def list_data(
     return {"root": str(root), "jobs": jobs, "truncated": truncated, "skipped": skipped}
 
 
+def _summary(
+    job_dir: JobDir, cwd_filter: str | None, tag_patterns: Sequence[str], state_filter: str | None
+) -> dict[str, Any] | None:
+    """One ``list`` row; ``None`` if ``meta.json`` is unreadable, ``{}`` if filtered out."""
+    try:
+        meta = read_meta(job_dir)
+    except StateCorrupt:
+        return None
+    if cwd_filter is not None and meta.cwd != cwd_filter:
+        return {}
+    if tag_patterns and not tags_match(tag_patterns, meta.tags):
+        return {}
+    summary: dict[str, Any] = {"job_id": meta.job_id, "short_job_id": meta.job_id[:7]}
+    try:
+        state: JobState | None = read_state(job_dir)
+    except StateCorrupt:
+        state = None
+    summary["state"] = state.status.value if state else "unknown"
+    if state is not None and state.exit_code is not None:
+        summary["exit_code"] = state.exit_code
+    summary["created_at"] = meta.created_at
+    if state is not None:
+        if state.started_at is not None:
+            summary["started_at"] = state.started_at
+        if state.finished_at is not None:
+            summary["finished_at"] = state.finished_at
+        summary["updated_at"] = state.updated_at
+        if state.reason is not None:
+            summary["reason"] = state.reason
+        summary.update(fault_fields(state))
+    summary["tags"] = meta.tags
+    summary["command"] = meta.command
+    if state_filter is not None and summary["state"] != state_filter:
+        return {}
+    return summary
+
+
 # -- metadata updates -----------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def _meta_lock(job_dir: Path) -> Any:
+def _meta_lock(job_dir: JobDir) -> Any:
     """Serialise read-modify-write cycles of ``meta.json`` (``tag set`` vs ``notify set``)."""
-    fd = os.open(job_dir / ".meta.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    fd = job_dir.open_file(".meta.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -741,12 +944,11 @@ def _meta_lock(job_dir: Path) -> Any:
 def set_tags(root: Path, given: str, tags: Sequence[str]) -> dict[str, Any]:
     """Replace a job's tags (validated, de-duplicated, first occurrence wins)."""
     clean = dedupe(validate_tag(tag) for tag in tags)
-    job_id, job_dir = resolve_job(root, given)
-    with _meta_lock(job_dir):
+    with open_job(root, given) as job_dir, _meta_lock(job_dir):
         meta = read_meta(job_dir)
         meta.tags = clean
         write_meta(job_dir, meta)
-    return {"job_id": job_id, "tags": clean}
+    return {"job_id": job_dir.job_id, "tags": clean}
 
 
 def set_notification(
@@ -764,8 +966,7 @@ def set_notification(
     from ._models import OutputMatch
     from ._notify import validate_pattern
 
-    job_id, job_dir = resolve_job(root, given)
-    with _meta_lock(job_dir):
+    with open_job(root, given) as job_dir, _meta_lock(job_dir):
         meta = read_meta(job_dir)
         config = meta.notification or NotificationConfig()
         if command is not None:
@@ -783,7 +984,7 @@ def set_notification(
         meta.notification = None if config.is_empty else config
         write_meta(job_dir, meta)
     _ = OutputMatch
-    return {"job_id": job_id, "notification": config.to_dict()}
+    return {"job_id": job_dir.job_id, "notification": config.to_dict()}
 
 
 def merge_output_match(

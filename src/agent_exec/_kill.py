@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InvalidState, StateCorrupt
+from ._jobdir import JobDir, open_job
 from ._jobs import PollingWatch, SupervisorWatch, Watch, fault_fields
 from ._models import JobState, JobStatus
-from ._paths import LOCK_FILE, resolve_job
+from ._paths import LOCK_FILE
 from ._process import group_alive, resolve_signal, signal_group
 from ._store import SUPERVISOR_LOST, read_state
 
@@ -31,7 +32,14 @@ def kill_job(
     """
     signum = resolve_signal(signal_name)
     requested = signal_name.strip().upper()
-    job_id, job_dir = resolve_job(root, given)
+    with open_job(root, given) as job_dir:
+        return _kill(job_dir, given, signum, requested, wait=wait, polling=polling)
+
+
+def _kill(
+    job_dir: JobDir, given: str, signum: int, requested: str, *, wait: bool, polling: bool
+) -> dict[str, Any]:
+    job_id = job_dir.job_id
     state = read_state(job_dir)
     if state.status is JobStatus.CREATED:
         raise InvalidState(f"job {given} is in 'created' state and has not been started; cannot send signal")
@@ -41,7 +49,7 @@ def kill_job(
             data.update(_signal_orphan(state, signum))
         return _kill_outcome(data, state, 0) if wait else data
     started = time.monotonic()
-    if state.workload is None and state.pid is not None and (job_dir / LOCK_FILE).exists():
+    if state.workload is None and state.pid is not None and job_dir.exists(LOCK_FILE):
         # The pid is still the supervisor's (it passes catchable signals on, but not
         # SIGKILL or SIGSTOP): wait briefly for the workload's own record.
         state = _await_workload(job_dir, state, started + WORKLOAD_RECORD_PATIENCE)
@@ -71,7 +79,7 @@ def kill_job(
 WORKLOAD_RECORD_PATIENCE = 3.0
 
 
-def _await_workload(job_dir: Path, state: JobState, deadline: float) -> JobState:
+def _await_workload(job_dir: JobDir, state: JobState, deadline: float) -> JobState:
     while state.workload is None and not state.is_terminal and time.monotonic() < deadline:
         time.sleep(0.005)
         try:

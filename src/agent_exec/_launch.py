@@ -73,7 +73,12 @@ class Supervisor:
         Call only from a single-threaded process.
         """
         parent_sock, child_sock = socket.socketpair()
-        pid_r, pid_w = os.pipe()
+        try:
+            pid_r, pid_w = os.pipe()
+        except OSError:
+            parent_sock.close()
+            child_sock.close()
+            raise
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -135,9 +140,12 @@ class Supervisor:
         from ._errors import IoError
 
         payload = spec.to_json()
+        opened_here = spec.dir is None
         try:
             try:
-                socket.send_fds(self._sock, [_HEADER.pack(len(payload))], [lock_fd])
+                # The job directory's descriptor travels with the lock: the supervisor works
+                # on the very directory the launcher made, wherever it is later moved.
+                socket.send_fds(self._sock, [_HEADER.pack(len(payload))], [lock_fd, spec.handle().fd])
                 self._sock.sendall(payload)
                 self._sock.settimeout(HAND_OVER_TIMEOUT)
                 ack = self._sock.recv(1)
@@ -154,6 +162,9 @@ class Supervisor:
                 raise IoError.from_os(exc, "cannot start the job's supervisor", f"(pid {self.pid})") from None
         finally:
             self._sock.close()
+            if opened_here and spec.dir is not None:
+                spec.dir.close()
+                spec.dir = None
         return self.pid
 
     def cancel(self) -> None:

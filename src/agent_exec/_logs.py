@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ ENCODING = "utf-8-lossy"
 MAX_PENDING_LINE = 1 << 20
 
 LineCallback = Callable[[str, bytes], None]
+#: A log file: a path, or ``(dir_fd, name)`` of a job directory held by descriptor.
+LogSource = Path | tuple[int, str]
 
 
 def lossy(data: bytes) -> str:
@@ -101,6 +104,15 @@ def _writev_counting(fd: int, parts: list[bytes | memoryview], drops: OutputDrop
     return 0
 
 
+def _open_append(target: LogSource) -> int:
+    """Open a log for appending (no ``O_TRUNC``: see :class:`LogWriter`); a log in a job
+    directory (``(dir_fd, name)``) is never reached through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    if isinstance(target, tuple):
+        return os.open(target[1], flags | os.O_NOFOLLOW, 0o600, dir_fd=target[0])
+    return os.open(target, flags, 0o600)
+
+
 class LogWriter:
     """Writes a job's output: raw bytes to ``stdout.log``/``stderr.log``, timestamped lines
     to the combined log, in arrival order.
@@ -112,13 +124,13 @@ class LogWriter:
     microseconds, far less than handing each chunk to a worker thread would.
     """
 
-    def __init__(self, stdout_path: Path, stderr_path: Path, full_path: Path) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC  # no O_TRUNC: see below
-        full_path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, stdout_path: LogSource, stderr_path: LogSource, full_path: LogSource) -> None:
+        if isinstance(full_path, Path):  # ``run --log PATH``: the user's own path
+            full_path.parent.mkdir(parents=True, exist_ok=True)
         opened: list[int] = []
         try:
-            for path in (stdout_path, stderr_path, full_path):
-                opened.append(os.open(path, flags, 0o600))  # noqa: PERF401 - keep what opened
+            for target in (stdout_path, stderr_path, full_path):
+                opened.append(_open_append(target))  # noqa: PERF401 - keep what opened
         except OSError:
             for fd in opened:
                 os.close(fd)
@@ -211,6 +223,14 @@ class LogWriter:
 # -- readers --------------------------------------------------------------------------
 
 
+def _open_log(source: LogSource) -> io.BufferedReader:
+    """Open a log for reading, never through a symlink (``O_NOFOLLOW``) and never blocking
+    on a FIFO planted in its place."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(source[1], flags, dir_fd=source[0]) if isinstance(source, tuple) else os.open(source, flags)
+    return open(fd, "rb")
+
+
 def file_size(path: Path) -> int:
     try:
         return os.stat(path).st_size
@@ -218,10 +238,10 @@ def file_size(path: Path) -> int:
         return 0
 
 
-def read_head(path: Path, max_bytes: int) -> tuple[str, list[int], int]:
+def read_head(path: LogSource, max_bytes: int) -> tuple[str, list[int], int]:
     """``(text, [0, n], total)``: the first ``max_bytes`` bytes of a log, lossy-decoded."""
     try:
-        with open(path, "rb") as file:
+        with _open_log(path) as file:
             total = os.fstat(file.fileno()).st_size
             data = file.read(min(total, max_bytes)) if max_bytes > 0 else b""
     except OSError:
@@ -229,7 +249,7 @@ def read_head(path: Path, max_bytes: int) -> tuple[str, list[int], int]:
     return lossy(data), [0, len(data)], total
 
 
-def read_tail(path: Path, tail_lines: int, max_bytes: int) -> tuple[str, list[int], int]:
+def read_tail(path: LogSource, tail_lines: int, max_bytes: int) -> tuple[str, list[int], int]:
     """``(text, [begin, total], total)``: the last ``tail_lines`` lines of the last
     ``max_bytes`` bytes of a log.
 
@@ -237,7 +257,7 @@ def read_tail(path: Path, tail_lines: int, max_bytes: int) -> tuple[str, list[in
     never by the size of the log.
     """
     try:
-        file = open(path, "rb")  # noqa: SIM115 - closed below
+        file = _open_log(path)
     except OSError:
         return "", [0, 0], 0
     with file:
@@ -256,8 +276,6 @@ def read_tail(path: Path, tail_lines: int, max_bytes: int) -> tuple[str, list[in
 def _find_line_start(file: object, window_start: int, total: int, tail_lines: int) -> int:
     """Offset just after the ``tail_lines``-th newline counted back from the end (a final
     newline does not start a line), or ``window_start`` if there are fewer lines."""
-    import io
-
     assert isinstance(file, io.BufferedReader)
     block = 1 << 16
     end = total

@@ -1,7 +1,13 @@
 """Notifications: ``job.finished`` completion events and ``job.output.matched`` events.
 
-Both are configured in ``meta.json.notification`` and re-read from disk by the
-supervisor, so ``notify set`` reaches a running job (supervisor.md §9).
+Both are configured in ``meta.json.notification`` and re-read by the supervisor, so
+``notify set`` reaches a running job (supervisor.md §9). The job's definition (command,
+cwd, the configuration at launch) comes with the job the supervisor was handed; only the
+``notification`` object is re-read, and only through the job directory's descriptor
+(``O_NOFOLLOW``, a regular file): a directory renamed away or swapped for a symlink by
+whoever can write to the root cannot feed the supervisor a ``meta.json``, and once the
+directory is no longer ``<root>/<job_id>`` no sink runs at all (the event's paths would
+lead somewhere else).
 
 Output matching
     :meth:`Notifier.attach` hooks the job's :class:`~agent_exec._logs.LogWriter`. Before
@@ -63,22 +69,22 @@ import anyio.lowlevel
 import orjson
 
 from ._errors import AgentExecError, StateCorrupt
-from ._models import SCHEMA_VERSION, NotificationConfig, OutputMatch
+from ._models import SCHEMA_VERSION, JobMeta, NotificationConfig, OutputMatch
 from ._paths import (
     COMPLETION_EVENT_FILE,
-    FILE_MODE,
     META_FILE,
     NOTIFICATION_EVENTS_FILE,
     STDERR_LOG,
     STDOUT_LOG,
 )
 from ._process import LIBRARY_SHELL
-from ._store import atomic_write_bytes, dump_pretty, read_meta
+from ._store import dump_pretty, read_meta
 from ._timeutil import now_ts
 
 if TYPE_CHECKING:
+    from ._jobdir import JobDir
     from ._logs import LogWriter
-    from ._models import JobMeta, JobState
+    from ._models import JobState
     from ._spec import LaunchSpec
 
 __all__ = ["Notifier", "validate_pattern"]
@@ -379,7 +385,6 @@ class Notifier:
 
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
-        self._meta_path = spec.job_dir / META_FILE
         # A sink command is a shell string; a library job whose workload is exec'd
         # directly (no wrapper) runs its sinks through ``sh -c``.
         self._sink_wrapper = list(spec.wrapper) or list(LIBRARY_SHELL)
@@ -388,6 +393,9 @@ class Notifier:
         self._stderr_path = str(spec.job_dir / STDERR_LOG)
         self._bounds = _Bounds.from_env(os.environ)
         self._meta_key: tuple[int, int, int] | None = None
+        #: The configuration last parsed, and the ``meta.json`` it was parsed from.
+        self._config: NotificationConfig | None = None
+        self._config_key: tuple[int, int, int] | None = None
         self._matcher: _Matcher | None = None
         self._writer: LogWriter | None = None
         self._queue: deque[_Match] = deque()
@@ -421,7 +429,8 @@ class Notifier:
     def refresh(self) -> None:
         """Reload the output-match rule if ``meta.json`` changed since the last look."""
         try:
-            st = os.stat(self._meta_path)
+            job = self.spec.handle()
+            st = os.stat(META_FILE, dir_fd=job.fd, follow_symlinks=False)
         except OSError:
             return
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -429,13 +438,13 @@ class Notifier:
             return
         self._meta_key = key
         try:
-            with open(self._meta_path, "rb") as file:
-                data = orjson.loads(file.read())
-        except (OSError, orjson.JSONDecodeError):
+            data = orjson.loads(job.read_bytes(META_FILE))
+        except (StateCorrupt, orjson.JSONDecodeError):
             return  # keep the previous configuration
         if not isinstance(data, dict):
             return
         config = NotificationConfig.from_dict(data.get("notification"))
+        self._config, self._config_key = config, key
         rule = config.on_output_match if config is not None else None
         if self._matcher is None or rule != self._matcher.config:
             self._matcher = _Matcher.compile(rule)
@@ -585,7 +594,9 @@ class Notifier:
         if not records:
             return
         try:
-            fd = os.open(self._events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            fd = self.spec.handle().open_file(
+                NOTIFICATION_EVENTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            )
         except OSError:
             return
         try:
@@ -651,17 +662,45 @@ class Notifier:
         with contextlib.suppress(Exception):
             await self._complete(state)
 
-    async def _complete(self, state: JobState) -> None:
+    def _definition(self) -> JobMeta:
+        """The job's definition as the supervisor received it (``meta.json`` through the
+        directory's descriptor only for a launcher that did not hand one over)."""
+        if self.spec.meta is not None:
+            return JobMeta.from_dict(self.spec.meta)
+        return read_meta(self.spec.handle())
+
+    def _surely_silent(self) -> bool:
+        """``meta.json`` is unchanged since it was parsed and asks for no completion sink:
+        skip re-reading it (most jobs, and the runner's thousands of short ones)."""
+        if self._config_key is None:
+            return False
         try:
-            meta = read_meta(self.spec.job_dir)
+            st = os.stat(META_FILE, dir_fd=self.spec.handle().fd, follow_symlinks=False)
+        except OSError:
+            return False
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != self._config_key:
+            return False
+        config = self._config
+        return config is None or (config.notify_command is None and config.notify_file is None)
+
+    async def _complete(self, state: JobState) -> None:
+        if self._surely_silent():
+            return
+        job = self.spec.handle()
+        try:
+            # ``notify set`` may have changed the configuration since the launch: the
+            # current one, read through the descriptor (see the module docstring).
+            meta = read_meta(job)
         except (StateCorrupt, OSError):
             return  # an unreadable meta.json means "no notification"
         config = meta.notification
         if config is None or (config.notify_command is None and config.notify_file is None):
             return
-        event = self._finished_event(meta, state)
+        if not job.in_place():
+            return  # moved or replaced: the event's paths would lead elsewhere
+        event = self._finished_event(self._definition(), state)
         path = self.spec.job_dir / COMPLETION_EVENT_FILE
-        self._write_completion(path, {**event, "delivery_results": []})
+        self._write_completion(job, {**event, "delivery_results": []})
         payload = orjson.dumps(event)
         results: list[dict[str, Any]] = []
         bound = self._bounds.completion
@@ -679,12 +718,12 @@ class Notifier:
             attempted_at = now_ts()
             [error] = await append_lines([(config.notify_file, payload + b"\n")], bound)
             results.append(_result("file", config.notify_file, attempted_at, error))
-        self._write_completion(path, {**event, "delivery_results": results})
+        self._write_completion(job, {**event, "delivery_results": results})
 
     @staticmethod
-    def _write_completion(path: Path, data: dict[str, Any]) -> None:
+    def _write_completion(job: JobDir, data: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):  # e.g. the job directory was deleted meanwhile
-            atomic_write_bytes(path, dump_pretty(data))
+            job.atomic_write(COMPLETION_EVENT_FILE, dump_pretty(data))
 
 
 def validate_pattern(match: object) -> None:

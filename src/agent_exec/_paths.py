@@ -46,7 +46,21 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def canonical_cwd(base: str | os.PathLike[str] | None = None) -> str:
-    """The cwd recorded for a job and compared by ``list``/``delete --all`` (exact string)."""
+    """The cwd recorded for a job and compared by ``list``/``delete --all`` (exact string).
+
+    Always valid text: a directory whose name is not valid UTF-8 is given with the bad
+    bytes replaced by U+FFFD (recorded for display and comparison only; a job started from
+    it runs in the real directory, which it inherits).
+    """
+    cwd = _canonical_cwd(base)
+    try:
+        cwd.encode("utf-8")
+    except UnicodeEncodeError:
+        return cwd.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return cwd
+
+
+def _canonical_cwd(base: str | os.PathLike[str] | None) -> str:
     if base is None:
         try:
             base = os.getcwd()
@@ -74,6 +88,22 @@ def new_job_id(root: Path) -> str:
     raise JobIdExhausted()
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_job_name(name: str) -> bool:
+    """Can the directory ``name`` be a job?
+
+    Job names are opaque (ids of other implementations, e.g. ULIDs, keep working), with two
+    exceptions: a name that starts with ``.`` (``.tmp-*`` directories being built), and a
+    job id with anything after it (``<id>.moved``, ``<id>~``: a renamed or copied job
+    directory, which must never answer to ``<id>`` or its prefixes).
+    """
+    if not name or name[0] == ".":
+        return False
+    return len(name) <= 32 or not _HEX.issuperset(name[:32])
+
+
 def is_safe_job_name(name: str) -> bool:
     """True if ``name`` can only ever name an entry directly inside the root."""
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
@@ -89,20 +119,23 @@ def _is_real_dir(path: Path) -> bool:
 def resolve_job(root: Path, given: str) -> tuple[str, Path]:
     """Resolve a job id or unique prefix to ``(job_id, job_dir)``.
 
-    Symlinks in the root are never followed, and ids that could escape the root
-    (``..``, ``a/b``, empty) are simply not found.
+    Symlinks in the root are never followed, ids that could escape the root (``..``,
+    ``a/b``, empty) are simply not found, and only job names (:func:`is_job_name`) are
+    candidates: a renamed ``<id>.moved`` is not the job ``<id>``.
     """
     if not is_safe_job_name(given):
         raise JobNotFound(given)
     exact = root / given
-    if _is_real_dir(exact):
+    if is_job_name(given) and _is_real_dir(exact):
         return given, exact
     try:
         with os.scandir(root) as entries:
             matches = [
                 entry.name
                 for entry in entries
-                if entry.name.startswith(given) and entry.is_dir(follow_symlinks=False)
+                if entry.name.startswith(given)
+                and is_job_name(entry.name)
+                and entry.is_dir(follow_symlinks=False)
             ]
     except OSError:
         matches = []
@@ -114,9 +147,12 @@ def resolve_job(root: Path, given: str) -> tuple[str, Path]:
 
 
 def iter_job_dirs(root: Path) -> list[os.DirEntry[str]]:
-    """Every real (non-symlink) directory directly inside ``root``; empty if ``root`` is unreadable."""
+    """Every real (non-symlink) job directory directly inside ``root``; empty if ``root`` is
+    unreadable."""
     try:
         with os.scandir(root) as entries:
-            return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
+            return [
+                entry for entry in entries if is_job_name(entry.name) and entry.is_dir(follow_symlinks=False)
+            ]
     except OSError:
         return []

@@ -40,6 +40,7 @@ from ._paths import (
     COMPLETION_EVENT_FILE,
     FILE_MODE,
     FULL_LOG,
+    META_FILE,
     NOTIFICATION_EVENTS_FILE,
     RESTART_LOCK_FILE,
     STDERR_LOG,
@@ -230,6 +231,26 @@ def restart_job(
     meta = read_meta(job_dir)
     env_pairs = runtime_env(meta)
     try:
+        return _restart_locked(job_id, job_dir, given, env_pairs, launch, signum, auto_gc, grace, patience)
+    except FileNotFoundError:
+        # A delete/gc that won the race emptied the directory before the restart took hold.
+        if not (job_dir / META_FILE).exists():
+            raise JobNotFound(given) from None
+        raise
+
+
+def _restart_locked(
+    job_id: str,
+    job_dir: Path,
+    given: str,
+    env_pairs: list[str],
+    launch: Launch,
+    signum: int,
+    auto_gc: Any,
+    grace: float,
+    patience: float,
+) -> Restarted:
+    try:
         restart_fd = _open_restart_lock(job_dir)
     except (FileNotFoundError, StateCorrupt):
         raise JobNotFound(given) from None
@@ -241,6 +262,7 @@ def restart_job(
         try:
             meta = read_meta(job_dir)
         except StateCorrupt:
+            _abandon(job_dir)
             raise JobNotFound(given) from None
         if generation != seen:  # another restart ran while we waited: join it
             return Restarted(job_id, job_dir, meta, joined=True)
@@ -274,6 +296,15 @@ def restart_job(
         return Restarted(job_id, job_dir, meta, joined=False)
     finally:
         os.close(restart_fd)
+
+
+def _abandon(job_dir: Path) -> None:
+    """A delete/gc emptied the job directory while this restart waited: take back the
+    ``restart.lock`` it may have created there, so the directory can go (or goes now)."""
+    with contextlib.suppress(OSError):
+        (job_dir / RESTART_LOCK_FILE).unlink()
+    with contextlib.suppress(OSError):
+        job_dir.rmdir()
 
 
 def display_env(meta: JobMeta) -> list[str]:

@@ -3,7 +3,7 @@
 The runner writes every job to the same store, in the same format, as the CLI (so
 ``agent-exec status <id>`` sees them) and reads any job of the store. It decides *when* a
 job runs: at once, or queued in submission order under ``max_concurrency``. A queued job
-is a few hundred bytes in a deque: no task, no file descriptor. *How* a job runs is the
+is ~1.6 KiB in a deque: no task, no file descriptor. *How* a job runs is the
 launcher's business (:mod:`agent_exec._launcher`).
 """
 
@@ -13,22 +13,22 @@ import enum
 import errno
 import os
 from collections import deque
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TypedDict, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 import anyio
 import anyio.abc
 
 from ._errors import InvalidState, RunnerClosed
 from ._job import DEFAULT_MAX_BYTES, Job, SignalLike
-from ._jobs import QUEUED_REASON, JobDefinition, create_job, launch_spec, list_data
+from ._jobs import QUEUED_REASON, create_job, launch_spec, list_data
 from ._launcher import LocalLauncher
-from ._models import JobState, JobStatus, NotificationConfig
+from ._models import JobState, JobStatus
+from ._options import RunOptions, StdinSource, job_definition, stdin_payload
 from ._paths import resolve_job, resolve_root
-from ._process import library_command
 from ._results import ExcerptSide, JobResult, JobSummary
 from ._spec import LaunchSpec
 from ._store import open_lock, read_state_raw, try_lock_exclusive, write_state
@@ -42,28 +42,6 @@ __all__ = ["JobRunner", "RunOptions", "StdinSource"]
 
 #: How long the record of a job that could not start is retried when out of descriptors.
 _FAIL_WRITE_PATIENCE = 5.0
-
-#: What ``stdin=`` accepts: text (UTF-8), bytes, a file path, or an async iterable of bytes.
-StdinSource = str | bytes | os.PathLike[str] | AsyncIterable[bytes]
-
-
-class RunOptions(TypedDict, total=False):
-    """The keyword options of :meth:`JobRunner.run` (shared by :meth:`JobRunner.execute`)."""
-
-    cwd: str | os.PathLike[str] | None
-    env: Mapping[str, str] | None
-    env_files: Sequence[str]
-    inherit_env: bool
-    mask: Sequence[str]
-    tags: Sequence[str]
-    timeout: float | None
-    kill_after: float | None
-    progress_every: float | None
-    stdin: StdinSource | None
-    shell_wrapper: Sequence[str] | str | None
-    notify_command: str | None
-    notify_file: str | None
-    detached: bool | None
 
 
 @dataclass(slots=True)
@@ -206,8 +184,8 @@ class JobRunner:
         """
         if self._state is not _RunnerState.OPEN or self._task_group is None or self._closing:
             raise RunnerClosed("JobRunner.run() called outside 'async with JobRunner()'")
-        definition, env_pairs = _definition(command, options)
-        stdin = await _stdin_bytes(options.get("stdin"))
+        definition, env_pairs = job_definition(command, options)
+        stdin = await stdin_payload(options.get("stdin"))
         detached = self.detached if options.get("detached") is None else bool(options.get("detached"))
         # Inline on purpose: a few small-file operations, well under the 20 ms budget of a
         # loop iteration; a worker-thread hop per job costs more throughput than it saves.
@@ -329,7 +307,7 @@ class JobRunner:
             job._attach(lambda: False)
         job._dequeue = None
         try:
-            lock_fd = self._claim(job, spec, queued)
+            lock_fd = await self._claim(job, spec, queued)
         except OSError as exc:
             lock_fd = None
             await _fail(job, spec, f"spawn_failed: cannot open the supervisor lock: {exc.strerror or exc}")
@@ -353,7 +331,7 @@ class JobRunner:
             if guard is not None and started.pid is not None:
                 guard.remove(started.pid)
 
-    def _claim(self, job: Job, spec: LaunchSpec, queued: bool) -> int | None:
+    async def _claim(self, job: Job, spec: LaunchSpec, queued: bool) -> int | None:
         """The job's supervisor lock, taken now that its turn came. ``None`` if the job
         cannot be run by us: another starter took it (the handle then follows the store).
 
@@ -361,11 +339,14 @@ class JobRunner:
         """
         lock_fd = open_lock(spec.job_dir)
         try:
-            taken = try_lock_exclusive(lock_fd, patience=0.05)
+            taken = await _lock_patiently(lock_fd)
             if taken and queued and read_state_raw(spec.job_dir).status is not JobStatus.CREATED:
                 taken = False
         except Exception:
             taken = False
+        except BaseException:  # cancelled while waiting for the lock
+            os.close(lock_fd)
+            raise
         if not taken:
             os.close(lock_fd)
             job._detach()
@@ -397,7 +378,7 @@ class JobRunner:
             task_status.started()
             return None
         try:
-            if not try_lock_exclusive(lock_fd, patience=0.05):
+            if not await _lock_patiently(lock_fd):
                 task_status.started()
                 return None
             with anyio.CancelScope(shield=True):
@@ -513,6 +494,17 @@ class JobRunner:
         await anyio.to_thread.run_sync(lambda: delete_one(self.root, given, dry_run=dry_run))
 
 
+async def _lock_patiently(lock_fd: int, patience: float = 0.05) -> bool:
+    """Take the supervisor lock; a reader may hold it shared for microseconds, so retry a
+    little, sleeping on the event loop (never ``time.sleep``: the loop must not block)."""
+    deadline = anyio.current_time() + patience
+    while not try_lock_exclusive(lock_fd):
+        if anyio.current_time() >= deadline:
+            return False
+        await anyio.sleep(0.002)
+    return True
+
+
 class _GuardedStart:
     """The supervisor's ``task_status``: passes the start on, and tells the host guard
     about the workload's process group."""
@@ -561,52 +553,3 @@ def _try_write_state(job_dir: Path, state: JobState) -> None:
         write_state(job_dir, state)
     except OSError:
         pass
-
-
-def _definition(command: Sequence[str] | str, options: RunOptions) -> tuple[JobDefinition, list[str]]:
-    from ._jobs import validate_tag
-
-    words, wrapper = library_command(command, options.get("shell_wrapper"))
-    env_pairs = [f"{key}={value}" for key, value in (options.get("env") or {}).items()]
-    notification = NotificationConfig(
-        notify_command=options.get("notify_command"), notify_file=options.get("notify_file")
-    )
-    cwd = options.get("cwd")
-    return (
-        JobDefinition(
-            command=words,
-            cwd=os.fspath(cwd) if cwd is not None else None,
-            env=env_pairs,
-            env_files=list(options.get("env_files", ())),
-            inherit_env=options.get("inherit_env", True),
-            mask=list(options.get("mask", ())),
-            tags=[validate_tag(tag) for tag in options.get("tags", ())],
-            timeout_s=_seconds(options.get("timeout"), "timeout"),
-            kill_after_s=_seconds(options.get("kill_after"), "kill_after"),
-            progress_every_s=_seconds(options.get("progress_every"), "progress_every"),
-            notification=None if notification.is_empty else notification,
-            wrapper=wrapper,
-            record_argv=True,
-        ),
-        env_pairs,
-    )
-
-
-def _seconds(value: float | None, name: str) -> float:
-    if value is None:
-        return 0.0
-    if value < 0:
-        raise ValueError(f"{name} must not be negative")
-    return float(value)
-
-
-async def _stdin_bytes(source: StdinSource | None) -> bytes | Path | None:
-    """``stdin=`` as what the store materialises: bytes, or a path to copy."""
-    if source is None or isinstance(source, bytes):
-        return source
-    if isinstance(source, str):
-        return source.encode()
-    if isinstance(source, os.PathLike):
-        return Path(source)
-    chunks = [bytes(chunk) async for chunk in source]
-    return b"".join(chunks)

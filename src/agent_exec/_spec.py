@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from ._jobdir import JobDir
 
 
 @dataclass
@@ -33,9 +36,24 @@ class LaunchSpec:
     full_log: Path | None = None
     #: Automatic-GC settings to apply after the job (detached supervisors only).
     auto_gc: dict[str, Any] | None = None
+    #: ``meta.json`` as the launcher wrote it: the supervisor takes the job's definition
+    #: (command, cwd, notification) from here, never from a file someone could replace.
+    meta: dict[str, Any] | None = None
+    #: The job directory held by descriptor; in a detached supervisor it arrives over the
+    #: hand-over socket (``SCM_RIGHTS``) next to the lock. Never serialised.
+    dir: JobDir | None = field(default=None, repr=False, compare=False)
+
+    def handle(self) -> JobDir:
+        """The job directory by descriptor (opened from ``job_dir`` on first use if the
+        launcher did not pass one)."""
+        if self.dir is None:
+            from ._jobdir import JobDir
+
+            self.dir = JobDir.open_path(self.job_dir)
+        return self.dir
 
     def to_json(self) -> bytes:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "dir"}
         data["job_dir"] = str(self.job_dir)
         data["full_log"] = str(self.full_log) if self.full_log else None
         data["base_env"] = dict(self.base_env) if self.base_env is not None else None

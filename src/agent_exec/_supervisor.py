@@ -24,6 +24,7 @@ from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import now_ts
 from ._workload import (
+    DIR_MOVED,
     HEARTBEAT,
     OutputPipe,
     Started,
@@ -96,7 +97,7 @@ class _Supervision:
                 deadline = anyio.current_time() + WRITE_PATIENCE
                 while True:
                     try:
-                        self.reserve.write_state(self.spec.job_dir, state)
+                        self.reserve.write_state(self.spec.handle(), state)
                         break
                     except OSError:
                         if anyio.current_time() >= deadline:
@@ -121,7 +122,7 @@ class _Supervision:
                 if self.finished:
                     return
                 with contextlib.suppress(OSError):
-                    write_state(self.spec.job_dir, self.running_state())
+                    write_state(self.spec.handle(), self.running_state())
 
     async def note_alive(self, started: Started) -> None:
         """The heartbeat: the last moment the workload was seen running (see
@@ -184,6 +185,34 @@ async def supervise(
     on_terminal: TerminalCallback | None = None,
     on_output: Callable[[], None] | None = None,
 ) -> JobState:
+    """:func:`_supervise`, then close the job directory's descriptor (it is the
+    supervisor's from the hand-over on)."""
+    try:
+        return await _supervise(
+            spec,
+            lock_fd=lock_fd,
+            started=started,
+            stop_aware=stop_aware,
+            task_status=task_status,
+            on_terminal=on_terminal,
+            on_output=on_output,
+        )
+    finally:
+        if spec.dir is not None:
+            spec.dir.close()
+            spec.dir = None
+
+
+async def _supervise(
+    spec: LaunchSpec,
+    *,
+    lock_fd: int | None,
+    started: Started | None,
+    stop_aware: bool,
+    task_status: anyio.abc.TaskStatus[int | None],
+    on_terminal: TerminalCallback | None,
+    on_output: Callable[[], None] | None,
+) -> JobState:
     """Run the workload of ``spec`` to completion and return its terminal state.
 
     Output is streamed into the job's logs; the terminal state is written only after
@@ -202,6 +231,15 @@ async def supervise(
     called after each chunk of output reaches the logs (in-process streaming readers wake
     on it).
     """
+    try:
+        spec.handle()
+    except OSError:
+        # The directory vanished or was replaced before we held it: nothing can be
+        # recorded, so nothing is run (``read_state`` reports the job lost).
+        if lock_fd is not None:
+            os.close(lock_fd)
+        task_status.started(None)
+        return failed_state(spec, now_ts(), f"{DIR_MOVED}: {spec.job_dir} is gone or replaced")
     notifier = Notifier(spec)
     if started is None:
         # Inline, as asyncio spawns its own subprocesses (vfork + exec: well under a

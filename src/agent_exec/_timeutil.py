@@ -16,6 +16,24 @@ def format_ts(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+def parse_ts(text: str) -> float | None:
+    """Seconds since the epoch of a contract timestamp (its first 19 characters,
+    ``YYYY-MM-DDTHH:MM:SS``, read as UTC); ``None`` if it is not one."""
+    if len(text) < 19 or text[4] != "-" or text[7] != "-" or text[10] != "T" or text[13] != ":":
+        return None
+    try:
+        fields = (int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]))
+        second = int(text[17:19]) if text[16] == ":" else -1
+    except ValueError:
+        return None
+    year, month, day, hour, minute = fields
+    if not (1 <= month <= 12 and 1 <= day <= 31 and 0 <= hour < 24 and 0 <= minute < 60 and 0 <= second < 61):
+        return None
+    import calendar
+
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
+
+
 def now_ts() -> str:
     """The current time as a contract timestamp."""
     return format_ts(time.time())

@@ -16,7 +16,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ._logs import LogWriter
 from ._models import JobState, JobStatus, WorkloadIdentity
@@ -27,6 +26,9 @@ from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import format_ts, now_ts
 
+#: ``reason`` of a job whose directory was renamed or replaced (by whoever can write to the
+#: root) before its workload started: nothing is run for it.
+DIR_MOVED = "job_directory_moved"
 #: A detached supervisor notes every ``HEARTBEAT`` seconds that its workload still runs
 #: (see :func:`bound_stop`).
 HEARTBEAT = 0.25
@@ -121,8 +123,11 @@ class Workload:
         )
         self.pid = self._popen.pid
         self.returncode: int | None = None
-        #: ``time.monotonic()`` when the exit was collected.
+        #: ``time.monotonic()`` when the exit was collected (or when it happened, if
+        #: ``exit_from_scheduler``: see :func:`exit_age`).
         self.exited_clock: float | None = None
+        self.collected_clock: float | None = None
+        self.exit_from_scheduler = False
         try:
             self.pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
@@ -132,10 +137,17 @@ class Workload:
         """Collect the exit status if the process has exited (never blocks)."""
         if self.returncode is not None:
             return True
+        age = None
+        if _resumed_at:  # the supervisor has been stopped: when did the exit really happen?
+            if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                return False
+            age = exit_age(self.pid)
         pid, status = os.waitpid(self.pid, os.WNOHANG)
         if pid == 0:
             return False
-        self.exited_clock = time.monotonic()
+        self.collected_clock = time.monotonic()
+        self.exited_clock = self.collected_clock - (age or 0.0)
+        self.exit_from_scheduler = age is not None
         self.returncode = self._popen.returncode = os.waitstatus_to_exitcode(status)
         if self.pidfd >= 0:
             os.close(self.pidfd)
@@ -215,10 +227,16 @@ def start_workload(spec: LaunchSpec) -> Started | str:
 
     Returns the running workload with its pipes, or the ``reason`` it could not start.
     """
-    job_dir = spec.job_dir
+    try:
+        job_dir = spec.handle()
+    except OSError as exc:
+        return f"{DIR_MOVED}: {spec.job_dir}: {exc.strerror or exc}"
+    if not job_dir.in_place():
+        return f"{DIR_MOVED}: {spec.job_dir} was moved or replaced before the workload started"
     reserve = StateReserve(job_dir)
     try:
-        writer = LogWriter(job_dir / STDOUT_LOG, job_dir / STDERR_LOG, spec.full_log or job_dir / FULL_LOG)
+        fd = job_dir.fd
+        writer = LogWriter((fd, STDOUT_LOG), (fd, STDERR_LOG), spec.full_log or (fd, FULL_LOG))
     except OSError as exc:
         reserve.release()
         return f"spawn_failed: cannot open the logs: {exc.strerror or exc}"
@@ -245,10 +263,10 @@ def start_workload(spec: LaunchSpec) -> Started | str:
             if "PATH" not in env:
                 env["PATH"] = os.defpath
         if spec.stdin_file is not None:
-            stdin_path = Path(spec.stdin_file)
-            if not stdin_path.is_absolute():
-                stdin_path = job_dir / stdin_path
-            stdin_fd = os.open(stdin_path, os.O_RDONLY | os.O_CLOEXEC)
+            if os.path.isabs(spec.stdin_file):
+                stdin_fd = os.open(spec.stdin_file, os.O_RDONLY | os.O_CLOEXEC)
+            else:
+                stdin_fd = job_dir.open_file(spec.stdin_file, os.O_RDONLY)
         started_at = now_ts()
         started_clock = time.monotonic()
         process = Workload(
@@ -293,21 +311,76 @@ def note_resumed(signum: int, frame: object) -> None:
     _resumed_at[:] = [time.monotonic()]
 
 
+def _exec_start_ms(path: str) -> float | None:
+    try:
+        with open(path, "rb") as file:
+            for line in file:
+                if line.startswith(b"se.exec_start"):
+                    return float(line.split(b":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def exit_age(pid: int) -> float | None:
+    """Seconds since the exited, not yet reaped, process ``pid`` last ran: when it exited.
+
+    The scheduler records when each task last got the CPU (``se.exec_start`` in
+    ``/proc/<pid>/sched``, kernels with scheduler debugging); compared with the same field
+    of the running thread, in the same clock. ``None`` if the kernel does not say.
+    """
+    then = _exec_start_ms(f"/proc/{pid}/sched")
+    cpu = _last_cpu(pid)
+    if then is None or cpu is None:
+        return None
+    # Each CPU's task clock has its own offset (it leaves out interrupt and steal time):
+    # read ours on the CPU the workload last ran on.
+    try:
+        allowed = os.sched_getaffinity(0)
+        if cpu not in allowed:
+            return None
+        os.sched_setaffinity(0, {cpu})
+        try:
+            now = _exec_start_ms("/proc/thread-self/sched")
+        finally:
+            os.sched_setaffinity(0, allowed)
+    except OSError:
+        return None
+    if now is None or now < then:
+        return None
+    return (now - then) / 1000
+
+
+def _last_cpu(pid: int) -> int | None:
+    """The CPU ``pid`` last ran on (``/proc/<pid>/stat`` field 39)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            raw = file.read()
+        return int(raw[raw.rindex(b")") + 2 :].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def bound_stop(state: JobState, started: Started) -> None:
     """Keep time the supervisor spent stopped out of ``duration_ms``/``finished_at``.
 
-    Linux does not record when a process exited, only when its parent collected it. If
-    the supervisor was stopped (a SIGCONT came) after the last heartbeat that saw the
-    workload running, the exit lies somewhere between that heartbeat and its collection:
-    record the heartbeat as the end, and the gap as ``supervisor_stopped_ms`` (the
-    workload ended at most that much later).
+    Linux records when an exit is collected, not when it happened. If the supervisor was
+    stopped (a SIGCONT came) after the last heartbeat that saw the workload running, the
+    exit happened while it was stopped: its time comes from the scheduler when the kernel
+    tells (:func:`exit_age`; then exact to a few milliseconds); otherwise the heartbeat is
+    recorded as the end, with the gap as ``supervisor_stopped_ms`` (the workload ended at
+    most that much later).
     """
-    exited, alive = started.process.exited_clock, started.last_alive
-    if exited is None or alive is None or not _resumed_at or _resumed_at[0] < alive:
+    process = started.process
+    exited, collected, alive = process.exited_clock, process.collected_clock, started.last_alive
+    if exited is None or collected is None or alive is None or not _resumed_at or _resumed_at[0] < alive:
+        return
+    if process.exit_from_scheduler and exited >= alive:
+        state.finished_at = format_ts(time.time() - (time.monotonic() - exited))
         return
     state.duration_ms = max(0, int((alive - started.clock) * 1000))
     state.finished_at = format_ts(time.time() - (time.monotonic() - alive))
-    state.supervisor_stopped_ms = int((exited - alive) * 1000)
+    state.supervisor_stopped_ms = int((collected - alive) * 1000)
 
 
 def apply_output_drops(state: JobState, writer: LogWriter) -> None:

@@ -56,7 +56,9 @@ def find_supervisors(job_id: str) -> list[int]:
             if word == "_supervise" and words[index + 1] == "--job-id" and words[index + 2] == job_id:
                 found.append(int(name))
                 break
-    return found
+    # A workload between fork and exec still bears its supervisor's title: leave it out.
+    parents = {pid: (proc_stat_fields(pid) or ["", "0"])[1] for pid in found}
+    return [pid for pid in found if int(parents[pid]) not in found]
 
 
 def proc_state(pid: int) -> str | None:

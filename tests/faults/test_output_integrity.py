@@ -80,6 +80,7 @@ def _doc(stdout: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~35 s on an idle 2-core machine; minutes when it is shared
 def test_a_gibibyte_of_binary_output_lands_byte_for_byte(
     cli: Cli, root: Path, cli_env: dict[str, str]
 ) -> None:

@@ -4,6 +4,7 @@ descriptor — in a long-lived :class:`~agent_exec.JobRunner` and through the CL
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import anyio
@@ -70,7 +71,7 @@ async def test_a_thousand_jobs_in_one_runner_leak_nothing(root: Path) -> None:
     assert fds_after - fds_before == set(), _fd_targets(fds_after - fds_before)
     for index, (job, result) in enumerate(zip(jobs, results, strict=True)):
         if index % 100 == 99:
-            assert result.state == "killed" and result.signal == "9", result
+            assert result.state == "killed" and result.signal == signal.SIGKILL, result
         else:
             assert result.state == "exited" and result.exit_code == index % 3, result
             assert job.stdout_log_path.read_bytes() == f"out-{index}\n".encode()

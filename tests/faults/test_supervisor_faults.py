@@ -93,6 +93,17 @@ def job_state(root: Path, job_id: str) -> dict[str, Any]:
     return orjson.loads((root / job_id / "state.json").read_bytes())  # type: ignore[no-any-return]
 
 
+def the_supervisor(job_id: str) -> int:
+    """The job's supervisor pid (a workload between fork and exec briefly shares its title)."""
+
+    def single() -> list[int] | None:
+        pids = find_supervisors(job_id)
+        return pids if len(pids) == 1 else None
+
+    found: list[int] = poll_until(single)
+    return found[0]
+
+
 def group_gone(pgid: int) -> bool:
     return not processes_in_group(pgid) and not pid_running(pgid)
 
@@ -130,6 +141,23 @@ def test_a_full_disk_drops_output_but_keeps_the_job_and_its_exit_code(
     assert status["output_dropped_bytes"] == waited["output_dropped_bytes"]
     listed = doc(on(small_fs, cli, "list", "--all"))["jobs"]
     assert listed[0]["output_dropped_bytes"] == waited["output_dropped_bytes"]
+
+
+def test_the_log_writer_counts_what_a_full_device_refuses(tmp_path: Path) -> None:
+    """No mount needed: ``/dev/full`` refuses every write with ENOSPC."""
+    from agent_exec._logs import LogWriter
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this machine")
+    full = Path("/dev/full")
+    writer = LogWriter(full, tmp_path / "stderr.log", full)
+    writer.write("stdout", b"one\ntwo\npartial")
+    writer.write("stderr", b"kept\n")
+    writer.close()
+    assert writer.drops.raw_bytes == len(b"one\ntwo\npartial")
+    assert writer.drops.full_bytes > 0
+    assert writer.drops.reason() == "output_dropped: No space left on device"
+    assert (tmp_path / "stderr.log").read_bytes() == b"kept\n"
 
 
 @pytest.mark.parametrize("pause", ["", "sleep 1.5; "], ids=["head-start", "event-loop"])
@@ -186,7 +214,7 @@ def test_a_lost_supervisor_whose_repair_cannot_be_saved_reads_the_same_each_time
     run = doc(on(small_fs, cli, "run", "--no-wait", "--", "sleep 30"))
     job_id = run["job_id"]
     jobs = small_fs / "jobs"
-    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
+    supervisor = the_supervisor(job_id)
     workload = poll_until(lambda: job_state(jobs, job_id).get("workload", {}).get("pgid"))
     reaper.append(workload)
     fill(small_fs)
@@ -303,7 +331,7 @@ def test_kill_reaches_the_workload_of_a_lost_supervisor(cli: Cli, root: Path, re
     """Defect 8 (and issue 11): ``kill`` on ``failed/supervisor_lost`` used to answer ok and
     send nothing. Now the group is reached when it provably is the job's."""
     job_id = doc(cli("run", "--no-wait", "--", "sleep 60 & sleep 60; wait"))["job_id"]
-    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
+    supervisor = the_supervisor(job_id)
     pgid = poll_until(lambda: job_state(root, job_id).get("workload", {}).get("pgid"))
     reaper.append(pgid)
     os.kill(supervisor, signal.SIGKILL)
@@ -321,7 +349,7 @@ def test_kill_reaches_the_workload_of_a_lost_supervisor(cli: Cli, root: Path, re
 def test_kill_never_signals_a_reused_pid(cli: Cli, root: Path, reaper: list[int]) -> None:
     """The recorded start time must match: a process that now has the job's pid is left alone."""
     job_id = doc(cli("run", "--no-wait", "--", "sleep 60"))["job_id"]
-    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
+    supervisor = the_supervisor(job_id)
     poll_until(lambda: job_state(root, job_id).get("workload"))
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     reaper.append(stranger.pid)
@@ -425,16 +453,21 @@ def _quote(word: str) -> str:
 
 def test_duration_does_not_count_time_the_supervisor_was_stopped(cli: Cli, root: Path) -> None:
     """Weakness: ``duration_ms``/``finished_at`` measured the supervisor, not the workload."""
-    job_id = doc(cli("run", "--no-wait", "--", "sleep 0.5"))["job_id"]
-    (supervisor,) = poll_until(lambda: find_supervisors(job_id))
-    poll_until(lambda: job_state(root, job_id).get("workload"))
-    time.sleep(0.1)  # let the supervisor settle in its event loop before it is stopped
+    job_id = doc(cli("run", "--no-wait", "--", "sleep 2"))["job_id"]
+    supervisor = the_supervisor(job_id)
+    workload = poll_until(lambda: job_state(root, job_id).get("workload", {}).get("pid"))
     os.kill(supervisor, signal.SIGSTOP)
     try:
-        time.sleep(2.5)  # the workload ends during the stop
+        if not pid_running(workload):
+            pytest.skip("the machine is too loaded: the 2 s job ended before its supervisor was stopped")
+        poll_until(lambda: not pid_running(workload), timeout=10)  # it ends during the stop
+        time.sleep(1.5)  # and the supervisor stays stopped a while longer
     finally:
         os.kill(supervisor, signal.SIGCONT)
     waited = doc(cli("wait", "--until", "10", job_id))
     assert waited["state"] == "exited", waited
-    assert waited["duration_ms"] < 2000, waited
-    assert 0 <= waited["supervisor_stopped_ms"] <= 3000, waited
+    assert waited["duration_ms"] < 3000, waited  # the truth is ~2000; the stop ended after >3500
+    if "supervisor_stopped_ms" in waited:  # no scheduler record: a bound, not a figure
+        assert waited["duration_ms"] + waited["supervisor_stopped_ms"] >= 1900, waited
+    else:  # from the scheduler's record of when the workload last ran
+        assert waited["duration_ms"] >= 1900, waited

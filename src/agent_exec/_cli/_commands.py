@@ -21,7 +21,14 @@ Result = tuple[str, dict[str, Any]]
 
 
 def _root(g: Params) -> Path:
-    return resolve_root(g["root"])
+    root = resolve_root(g["root"])
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:
+        from .._jobs import require_text
+
+        require_text(str(root), "the jobs root")
+    return root
 
 
 def _check_env(pairs: list[str]) -> list[str]:
@@ -110,7 +117,15 @@ def _gc_settings(p: Params, config: Any) -> Any:
 
 def cmd_run(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, launch_new_job, launch_spec, observe_launched, run_data
+    from .._jobs import (
+        create_job_dir,
+        launch_new_job,
+        launch_spec,
+        observe_launched,
+        require_text,
+        run_data,
+        running_state,
+    )
 
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
     gc_settings = _gc_settings(p, config)
@@ -118,30 +133,52 @@ def cmd_run(p: Params, g: Params) -> Result:
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
-    job_id, job_dir, meta = create_job(root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"])
-    spec = launch_spec(
-        job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=Path(p["log"]) if p["log"] else None
-    )
-    spec.auto_gc = gc_settings
-    launch_new_job(spec)
-    wait, until, forever = _observation(p)
-    state, waited_ms = observe_launched(job_dir, job_id, wait=wait, until=until, forever=forever)
-    data = run_data(
-        job_id,
-        job_dir,
-        state,
-        tags=meta.tags,
-        env_vars=meta.env_vars,
-        elapsed_ms=int((time.monotonic() - clock) * 1000),
-        waited_ms=waited_ms,
-        max_bytes=p["max_bytes"],
-    )
+    if p["log"]:
+        require_text(p["log"], "--log")
+    from .._launch import take_supervisor
+
+    supervisor = take_supervisor()  # before anything exists: a failed fork leaves nothing
+    try:
+        # Built complete with its ``running`` record, published at the hand-over.
+        job_dir, meta = create_job_dir(
+            root,
+            definition,
+            stdin=stdin,
+            stdin_max_bytes=p["stdin_max_bytes"],
+            initial_state=lambda job_id: running_state(job_id, supervisor.pid),
+            publish=False,
+        )
+    except BaseException:
+        supervisor.cancel()
+        raise
+    with job_dir:
+        spec = launch_spec(
+            job_dir,
+            meta,
+            env_pairs=definition.env,
+            cwd=p["cwd"],
+            full_log=Path(p["log"]) if p["log"] else None,
+        )
+        spec.auto_gc = gc_settings
+        launch_new_job(spec, supervisor)
+        wait, until, forever = _observation(p)
+        state, waited_ms = observe_launched(job_dir, meta.job_id, wait=wait, until=until, forever=forever)
+        data = run_data(
+            meta.job_id,
+            job_dir,
+            state,
+            tags=meta.tags,
+            env_vars=meta.env_vars,
+            elapsed_ms=int((time.monotonic() - clock) * 1000),
+            waited_ms=waited_ms,
+            max_bytes=p["max_bytes"],
+        )
     return "run", data
 
 
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
-    from .._jobs import create_job, write_created_state
+    from .._jobs import create_job_dir, created_state, require_text
     from .._paths import STDERR_LOG, STDOUT_LOG
 
     wrapper = resolve_wrapper(
@@ -150,22 +187,33 @@ def cmd_create(p: Params, g: Params) -> Result:
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
-    job_id, job_dir, _ = create_job(
-        root, definition, stdin=stdin, stdin_max_bytes=p["stdin_max_bytes"], persist_runtime_env=True
+    if p["cwd"] is None:
+        # ``start`` runs the job in the recorded directory, which must then be exact.
+        require_text(_raw_cwd(), "the current directory (cd elsewhere or pass --cwd)")
+    job_dir, meta = create_job_dir(
+        root,
+        definition,
+        stdin=stdin,
+        stdin_max_bytes=p["stdin_max_bytes"],
+        persist_runtime_env=True,
+        initial_state=created_state,
     )
-    try:
-        write_created_state(job_dir, job_id)
-    except BaseException:  # all or nothing: no job without its state
-        import shutil
-
-        shutil.rmtree(job_dir, ignore_errors=True)
-        raise
+    job_dir.close()
     return "create", {
-        "job_id": job_id,
+        "job_id": meta.job_id,
         "state": "created",
-        "stdout_log_path": str(job_dir / STDOUT_LOG),
-        "stderr_log_path": str(job_dir / STDERR_LOG),
+        "stdout_log_path": str(job_dir.path / STDOUT_LOG),
+        "stderr_log_path": str(job_dir.path / STDERR_LOG),
     }
+
+
+def _raw_cwd() -> str:
+    import os
+
+    try:
+        return os.getcwd()
+    except OSError:
+        return "."
 
 
 def _no_config() -> Any:
@@ -180,19 +228,20 @@ def cmd_start(p: Params, g: Params) -> Result:
 
     gc_settings = _gc_settings(p, load_config(None))
     clock = time.monotonic()
-    job_id, job_dir, meta = start_created(_root(g), p["job_id"], auto_gc=gc_settings)
-    wait, until, forever = _observation(p)
-    state, waited_ms = observe_launched(job_dir, job_id, wait=wait, until=until, forever=forever)
-    data = run_data(
-        job_id,
-        job_dir,
-        state,
-        tags=meta.tags,
-        env_vars=masked_env_view(meta),
-        elapsed_ms=int((time.monotonic() - clock) * 1000),
-        waited_ms=waited_ms,
-        max_bytes=p["max_bytes"],
-    )
+    job_dir, meta = start_created(_root(g), p["job_id"], auto_gc=gc_settings)
+    with job_dir:
+        wait, until, forever = _observation(p)
+        state, waited_ms = observe_launched(job_dir, job_dir.job_id, wait=wait, until=until, forever=forever)
+        data = run_data(
+            job_dir.job_id,
+            job_dir,
+            state,
+            tags=meta.tags,
+            env_vars=masked_env_view(meta),
+            elapsed_ms=int((time.monotonic() - clock) * 1000),
+            waited_ms=waited_ms,
+            max_bytes=p["max_bytes"],
+        )
     return "start", data
 
 
