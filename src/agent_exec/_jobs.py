@@ -256,6 +256,7 @@ def create_job(
     persist_runtime_env: bool = False,
     mask_env: bool = True,
     precreate_logs: bool = True,
+    backend: dict[str, Any] | None = None,
 ) -> tuple[str, Path, JobMeta]:
     """:func:`create_job_dir` for callers that work with paths (the handle is closed)."""
     job, meta = create_job_dir(
@@ -266,6 +267,7 @@ def create_job(
         persist_runtime_env=persist_runtime_env,
         mask_env=mask_env,
         precreate_logs=precreate_logs,
+        backend=backend,
     )
     job.close()
     return meta.job_id, root / meta.job_id, meta
@@ -282,6 +284,7 @@ def create_job_dir(
     precreate_logs: bool = True,
     initial_state: Callable[[str], JobState] | None = None,
     publish: bool = True,
+    backend: dict[str, Any] | None = None,
 ) -> tuple[JobDir, JobMeta]:
     """Create the job directory with ``meta.json``, ``stdin.bin``, empty logs and (given
     ``initial_state(job_id)``) ``state.json``; return it held by descriptor (the caller
@@ -292,7 +295,8 @@ def create_job_dir(
     are written directly (no temporary file and rename each: nobody can see them yet). With
     ``publish=False`` the caller renames it (:meth:`JobDir.publish`) once the job is
     launched. If anything fails, the directory is removed again: a failed ``run``/``create``
-    leaves nothing behind.
+    leaves nothing behind. ``backend`` is recorded in ``meta.json`` for a job that does not
+    run locally (``{"kind": "ray", "address": ...}``).
     """
     _require_text_definition(definition)
     ensure_root(root)
@@ -322,6 +326,8 @@ def create_job_dir(
 
         meta.extra["argv"] = build_argv(definition.wrapper, definition.command)
         meta.extra["shell"] = bool(definition.wrapper)
+    if backend is not None:
+        meta.extra["backend"] = backend
     try:
         job = JobDir.build(root, job_id)
     except OSError as exc:
@@ -543,8 +549,17 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[JobDi
                 )
             spec = launch_spec(job, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
             spec.auto_gc = auto_gc
+            from ._backends import backend_record
+
+            record = backend_record(meta)
             try:
-                launch_detached_locked(spec, lock_fd)
+                if record is not None:  # a Ray job: submit it, hand it to its detached watcher
+                    from ._backends.ray_cli import launch_on_ray, ray_client_for
+
+                    address = str(record.get("address", ""))
+                    launch_on_ray(ray_client_for(address), address, spec, meta, lock_fd)
+                else:
+                    launch_detached_locked(spec, lock_fd)
             except BaseException:
                 # Not started: the job stays ``created`` (we still hold its lock).
                 with contextlib.suppress(OSError):

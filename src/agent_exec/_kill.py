@@ -36,6 +36,13 @@ def kill_job(
     signum = resolve_signal(signal_name)
     requested = signal_name.strip().upper()
     with open_job(root, given) as job_dir:
+        from ._backends import backend_record_of
+
+        record = backend_record_of(job_dir.path)
+        if record is not None:  # a Ray job: Ray stops it, its watcher records the outcome
+            from ._backends.ray_cli import kill_ray_job
+
+            return kill_ray_job(job_dir.job_id, job_dir.path, record, signal_name=signal_name, wait=wait)
         return _kill(job_dir, given, signum, requested, wait=wait, polling=polling)
 
 

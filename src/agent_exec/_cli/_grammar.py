@@ -111,7 +111,22 @@ GLOBAL_OPTIONS = (
     ),
     Opt("--yaml", "yaml", FLAG, "Print the response as YAML instead of JSON."),
     Opt("--verbose", "verbose", COUNT, "More diagnostics on stderr (-v info, -vv debug)."),
+    Opt(
+        "--backend",
+        "backend",
+        STR,
+        "Where run/create send jobs: local or ray (default: $AGENT_EXEC_BACKEND, config, local).",
+        choices=("local", "ray"),
+    ),
+    Opt(
+        "--ray-address",
+        "ray_address",
+        STR,
+        "Ray Jobs API address (default: $AGENT_EXEC_RAY_ADDRESS, config, http://127.0.0.1:8265).",
+    ),
 )
+#: Global options that take a value, and where they go.
+GLOBAL_VALUES = {"--root": "root", "--backend": "backend", "--ray-address": "ray_address"}
 
 _AUTO_GC = (
     Opt("--no-auto-gc", "no_auto_gc", FLAG, "Skip automatic garbage collection.", panel=AUTO_GC),
@@ -567,15 +582,20 @@ def _parse_global(token: str, argv: list[str], index: int, out: dict[str, Any]) 
     if token == "--yaml":
         out["yaml"] = True
         return index + 1
-    if token == "--root":
-        if index + 1 >= len(argv):
-            raise Decline
-        out["root"] = argv[index + 1]
-        return index + 2
-    if token.startswith("--root="):
-        out["root"] = token[len("--root=") :]
-        return index + 1
-    return None
+    flag, has_value, inline = token.partition("=")
+    dest = GLOBAL_VALUES.get(flag)
+    if dest is None:
+        return None
+    if has_value:
+        value, next_index = inline, index + 1
+    elif index + 1 < len(argv):
+        value, next_index = argv[index + 1], index + 2
+    else:
+        raise Decline
+    if dest == "backend" and value not in ("local", "ray"):
+        raise Decline
+    out[dest] = value
+    return next_index
 
 
 def _convert(opt: Opt, value: str) -> Any:
@@ -615,7 +635,13 @@ def defaults(command: Command) -> dict[str, Any]:
 
 def parse(argv: list[str]) -> Invocation:
     """Parse a well-formed invocation; raise :class:`Decline` for anything else."""
-    globals_: dict[str, Any] = {"root": None, "yaml": False, "verbose": 0}
+    globals_: dict[str, Any] = {
+        "root": None,
+        "yaml": False,
+        "verbose": 0,
+        "backend": None,
+        "ray_address": None,
+    }
     index = 0
     while index < len(argv) and argv[index].startswith("-"):
         next_index = _parse_global(argv[index], argv, index, globals_)
@@ -726,7 +752,7 @@ def hoist_globals(argv: list[str]) -> list[str]:
     index = 0
     while index < len(argv) and argv[index].startswith("-") and argv[index] != "--":
         head.append(argv[index])
-        if argv[index] == "--root" and index + 1 < len(argv):
+        if argv[index] in GLOBAL_VALUES and index + 1 < len(argv):
             head.append(argv[index + 1])
             index += 1
         index += 1
@@ -748,11 +774,15 @@ def hoist_globals(argv: list[str]) -> list[str]:
         if token == "--" or (command.rest and (not token.startswith("-") or token == "-")):
             body.extend(argv[index:])
             break
-        if token in ("--yaml", "--verbose") or _is_short_verbose(token) or token.startswith("--root="):
+        if (
+            token in ("--yaml", "--verbose")
+            or _is_short_verbose(token)
+            or ("=" in token and token.partition("=")[0] in GLOBAL_VALUES)
+        ):
             head.append(token)
             index += 1
             continue
-        if token == "--root":
+        if token in GLOBAL_VALUES:
             head.extend(argv[index : index + 2])
             index += 2
             continue
