@@ -74,6 +74,7 @@ READ = CORE | {
     "agent_exec._spec",
     "agent_exec._jobdir",
     "agent_exec._root",
+    "agent_exec._backends",
 }
 LAUNCH = READ | {"agent_exec._config", "agent_exec._launch"}
 GC = frozenset({"agent_exec._gc", "agent_exec._gcfs", "agent_exec._gcpolicy"})
