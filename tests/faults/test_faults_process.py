@@ -94,7 +94,14 @@ def test_sigkill_of_the_cli_during_run_leaves_the_job_running_to_completion(
     try:
         job_id = poll_until(
             lambda: (
-                next((p.name for p in root.iterdir() if (p / "state.json").exists()), None)
+                next(
+                    (
+                        p.name
+                        for p in root.iterdir()
+                        if not p.name.startswith(".") and (p / "state.json").exists()
+                    ),
+                    None,
+                )
                 if root.exists()
                 else None
             )
