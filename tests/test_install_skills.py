@@ -15,6 +15,7 @@ FILES = (
     "references/cli-contract.md",
     "references/completion-events.md",
     "references/openclaw.md",
+    "references/mcp.md",
 )
 TS = "2026-01-01T00:00:00Z"
 

@@ -85,6 +85,10 @@ def test_every_response_type_validates(
     check(cli("kill", "--no-wait", "--signal", "USR2", created["job_id"]))
     poll_until(lambda: cli("status", created["job_id"]).doc["state"] == "killed")
     check(cli("kill", created["job_id"]))
+    restarted = check(cli("restart", "--until", "0", created["job_id"]))
+    assert restarted["state"] == "running" and restarted["joined"] is False
+    check(cli("kill", "--signal", "KILL", created["job_id"]))
+    check(cli("restart", run["job_id"]), code=1)  # masked env values were not persisted
 
     timed_out = check(cli("run", "--timeout", "1", "--forever", "--", "sleep", "30"))
     assert timed_out["state"] == "killed" and timed_out["reason"] == "timeout"
@@ -122,6 +126,7 @@ def test_every_response_type_validates(
     expected = {
         "run",
         "start",
+        "restart",
         "create",
         "status",
         "tail",

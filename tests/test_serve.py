@@ -391,6 +391,24 @@ def test_kill_created_job_is_invalid_state(server: Server, cli: Any) -> None:
     assert waited.status_code == 200 and waited.json()["state"] == "created"
 
 
+def test_restart_endpoint(server: Server, cli: Any) -> None:
+    job = cli("run", "--", "sh", "-c", "echo once; sleep 60").doc
+    response = server.post(f"/restart/{job['job_id'][:8]}?signal=KILL&until=10")
+    assert response.status_code == 200, response.text
+    _assert_sorted(response.content)
+    restarted = response.json()
+    assert restarted["type"] == "restart" and restarted["job_id"] == job["job_id"]
+    assert restarted["state"] == "running" and restarted["stdout"] == "once\n"
+    assert restarted["joined"] is False
+    assert cli("tail", job["job_id"]).doc["stdout"] == "once\n"  # the old run's log was cleared
+    _error(server.post("/restart/zzzz"), 404, "job_not_found")
+    _error(server.post(f"/restart/{job['job_id']}?signal=NOPE"), 400, "invalid_signal")
+    _error(server.post(f"/restart/{job['job_id']}?until=soon"), 400, "invalid_request")
+    _error(server.post(f"/restart/{job['job_id']}?wait=maybe"), 400, "invalid_request")
+    assert server.get(f"/restart/{job['job_id']}").status_code == 405
+    assert server.post(f"/kill/{job['job_id']}").status_code == 200
+
+
 # -- authentication and CORS ----------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""``config.toml``: the shell wrapper and automatic-GC settings."""
+"""``config.toml``: the shell wrapper, automatic-GC settings and the job backend."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ class Config:
     path: Path | None = None
     shell_unix: list[str] | None = None
     gc: GcSettings = field(default_factory=GcSettings)
+    #: ``[backend] kind`` (``local``/``ray``) and ``[backend] address`` (the Ray Jobs API).
+    backend_kind: str | None = None
+    backend_address: str | None = None
 
 
 def default_config_path() -> Path | None:
@@ -87,6 +90,17 @@ def load_config(explicit: str | None = None) -> Config:
         if not isinstance(gc["older_than"], str):
             raise _bad(path, "[gc].older_than must be a string")
         config.gc.older_than = gc["older_than"]
+    backend = data.get("backend", {})
+    if not isinstance(backend, dict):
+        raise _bad(path, "[backend] must be a table")
+    if "kind" in backend:
+        if backend["kind"] not in ("local", "ray"):
+            raise _bad(path, '[backend].kind must be "local" or "ray"')
+        config.backend_kind = backend["kind"]
+    if "address" in backend:
+        if not isinstance(backend["address"], str) or not backend["address"]:
+            raise _bad(path, "[backend].address must be a non-empty string")
+        config.backend_address = backend["address"]
     config.gc.max_jobs = _uint(gc, "max_jobs", path)
     config.gc.max_bytes = _uint(gc, "max_bytes", path)
     scan_limit = _uint(gc, "scan_limit", path)
@@ -107,3 +121,22 @@ def resolve_wrapper(flag: str | None, config: Config) -> list[str]:
             raise ConfigError(f"config file shell wrapper must not be empty (from {config.path})")
         return list(config.shell_unix)
     return list(DEFAULT_WRAPPER)
+
+
+def resolve_backend(kind: str | None, address: str | None, config: Config) -> tuple[str, str]:
+    """The backend of new jobs and the Ray address: flag > environment > config > default
+    (``--backend``/``$AGENT_EXEC_BACKEND``/``[backend].kind``/``local``;
+    ``--ray-address``/``$AGENT_EXEC_RAY_ADDRESS``/``[backend].address``/``http://127.0.0.1:8265``).
+    """
+    from ._errors import InvalidArgument
+
+    chosen = kind or os.environ.get("AGENT_EXEC_BACKEND") or config.backend_kind or "local"
+    if chosen not in ("local", "ray"):
+        raise InvalidArgument(f"invalid backend {chosen!r} (from $AGENT_EXEC_BACKEND): expected local or ray")
+    where = (
+        address
+        or os.environ.get("AGENT_EXEC_RAY_ADDRESS")
+        or config.backend_address
+        or "http://127.0.0.1:8265"
+    )
+    return chosen, where.rstrip("/")

@@ -22,7 +22,7 @@ from ._errors import IoError, StateCorrupt
 from ._gcpolicy import ScanRecord, may_be_candidate
 from ._jobdir import JobDir
 from ._models import JobMeta, JobState, JobStatus
-from ._paths import LOCK_FILE, META_FILE, STATE_FILE, is_job_name
+from ._paths import LOCK_FILE, META_FILE, RESTART_LOCK_FILE, STATE_FILE, is_job_name
 from ._store import lock_held_elsewhere, pid_alive, read_state
 from ._timeutil import format_ts, parse_ts
 
@@ -237,6 +237,19 @@ class Removal:
     error: str = ""
 
 
+def _restart_held(job_fd: int) -> bool:
+    """Is the job being restarted (``restart.lock`` held)? Checked under the supervisor
+    lock, which a restart needs too before it relaunches: then it cannot start meanwhile."""
+    try:
+        fd = os.open(RESTART_LOCK_FILE, _FILE_FLAGS, dir_fd=job_fd)
+    except OSError:
+        return False
+    try:
+        return lock_held_elsewhere(fd)
+    finally:
+        os.close(fd)
+
+
 def remove_job(root_fd: int, name: str) -> Removal:
     """Remove one job directory under its supervisor lock, then confirm it is gone."""
     try:
@@ -258,6 +271,8 @@ def remove_job(root_fd: int, name: str) -> Removal:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return Removal("busy")
+        if _restart_held(job_fd):
+            return Removal("busy")
         try:
             _clear_dir(job_fd)
         except OSError as exc:

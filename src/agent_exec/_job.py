@@ -219,12 +219,53 @@ class Job:
             raise InvalidState(
                 f"job {self.job_id} is in 'created' state and has not been started; cannot send signal"
             )
-        if state.status is JobStatus.RUNNING and state.pid is not None:
+        from ._backends import backend_record_of
+
+        record = backend_record_of(self.job_dir)
+        if record is not None:  # e.g. a Ray job: its backend stops it, its watcher records it
+            from ._backends.ray import stop_ray_job
+
+            await stop_ray_job(record, self.job_dir, self.job_id, signum)
+        elif state.status is JobStatus.RUNNING and state.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 signal_group(state.pid, signum)
         if wait:
             return await self.wait(timeout, max_bytes=0)
         return JobResult.from_state(self.job_dir, self._state())
+
+    # -- restarting ---------------------------------------------------------------------
+
+    async def restart(self, signal: SignalLike = _signal.SIGTERM) -> Job:
+        """Relaunch the job in place (same id, same directory) from its ``meta.json``, like
+        ``agent-exec restart``, and return this handle.
+
+        A running instance gets ``signal`` (then SIGKILL after 5 s) and its end is awaited;
+        the logs and completion records are cleared; the job then runs again under its own
+        detached supervisor (so this handle observes it through the store, whoever started
+        it first). A job still queued by this process's runner is taken out of the queue.
+        Concurrent restarts of one job join each other; ``gc``/``delete`` leave it alone.
+
+        :raises InvalidSignal: for an unknown signal.
+        :raises InvalidState: the job cannot be relaunched (a ``run`` job with ``mask``ed
+            environment values, which are never stored; an instance that would not stop).
+        :raises JobNotFound: the job was deleted.
+        """
+        import functools
+
+        from ._jobs import launch_detached_exec
+        from ._restart import restart_job
+
+        signum = resolve_signal(signal)
+        if self._dequeue is not None:
+            self._dequeue()
+        await anyio.to_thread.run_sync(
+            functools.partial(
+                restart_job, self.job_dir.parent, self.job_id, launch=launch_detached_exec, signal_name=signum
+            )
+        )
+        self._final = None
+        self._detach()
+        return self
 
     # -- scoping ------------------------------------------------------------------------
 

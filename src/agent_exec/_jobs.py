@@ -41,6 +41,7 @@ from ._store import (
     JobRef,
     dump_pretty,
     held,
+    lock_held_elsewhere,
     read_meta,
     read_state,
     read_state_raw,
@@ -216,6 +217,7 @@ def create_job(
     persist_runtime_env: bool = False,
     mask_env: bool = True,
     precreate_logs: bool = True,
+    backend: dict[str, Any] | None = None,
 ) -> tuple[str, Path, JobMeta]:
     """:func:`create_job_dir` for callers that work with paths (the handle is closed)."""
     job, meta = create_job_dir(
@@ -226,6 +228,7 @@ def create_job(
         persist_runtime_env=persist_runtime_env,
         mask_env=mask_env,
         precreate_logs=precreate_logs,
+        backend=backend,
     )
     job.close()
     return meta.job_id, root / meta.job_id, meta
@@ -242,6 +245,7 @@ def create_job_dir(
     precreate_logs: bool = True,
     initial_state: Callable[[str], JobState] | None = None,
     publish: bool = True,
+    backend: dict[str, Any] | None = None,
 ) -> tuple[JobDir, JobMeta]:
     """Create the job directory with ``meta.json``, ``stdin.bin``, empty logs and (given
     ``initial_state(job_id)``) ``state.json``; return it held by descriptor (the caller
@@ -252,7 +256,8 @@ def create_job_dir(
     are written directly (no temporary file and rename each: nobody can see them yet). With
     ``publish=False`` the caller renames it (:meth:`JobDir.publish`) once the job is
     launched. If anything fails, the directory is removed again: a failed ``run``/``create``
-    leaves nothing behind.
+    leaves nothing behind. ``backend`` is recorded in ``meta.json`` for a job that does not
+    run locally (``{"kind": "ray", "address": ...}``).
     """
     _require_text_definition(definition)
     ensure_root(root)
@@ -282,6 +287,8 @@ def create_job_dir(
 
         meta.extra["argv"] = build_argv(definition.wrapper, definition.command)
         meta.extra["shell"] = bool(definition.wrapper)
+    if backend is not None:
+        meta.extra["backend"] = backend
     try:
         job = JobDir.build(root, job_id)
     except OSError as exc:
@@ -371,13 +378,26 @@ def launch_detached_locked(spec: LaunchSpec, lock_fd: int) -> int:
     )
 
 
-def launch_new_job(spec: LaunchSpec, supervisor: Any = None) -> None:
+def launch_detached_exec(spec: LaunchSpec, lock_fd: int) -> int:
+    """:func:`launch_detached_locked` for hosts that must not fork (threads, event loops)."""
+    from ._launch import exec_supervisor
+
+    return exec_supervisor(
+        spec, lock_fd, lambda pid: write_state(spec.job_dir, running_state(spec.job_id, pid))
+    )
+
+
+def launch_new_job(
+    spec: LaunchSpec, supervisor: Any = None, launch: Callable[[LaunchSpec, int], int] | None = None
+) -> None:
     """Launch a job directory just made by :func:`create_job_dir`: all or nothing.
 
     A directory still being built (``publish=False``, its ``running`` record written) is
     renamed into place at the hand-over, before the supervisor may start the workload. If
     the launch fails, the workload was never started and the directory is removed again,
     so the caller gets an error and no job (a retry cannot run the command twice).
+    ``launch`` replaces :func:`launch_detached_locked` for a published directory (threaded
+    hosts pass :func:`launch_detached_exec`).
     """
     job = spec.dir
     try:
@@ -388,13 +408,30 @@ def launch_new_job(spec: LaunchSpec, supervisor: Any = None) -> None:
 
                 (supervisor or take_supervisor()).hand_over(spec, lock_fd, lambda pid: job.publish())
             else:
-                launch_detached_locked(spec, lock_fd)
+                (launch or launch_detached_locked)(spec, lock_fd)
     except BaseException:
         if job is not None and job.building is not None:
             discard(job)
         else:
             remove_new_job_dir(spec.job_dir)
         raise
+
+
+def launch_new(
+    root: Path,
+    definition: JobDefinition,
+    *,
+    launch: Callable[[LaunchSpec, int], int],
+    stdin: StdinSource = None,
+    stdin_max_bytes: int = DEFAULT_STDIN_MAX_BYTES,
+    auto_gc: Any = None,
+) -> tuple[str, Path, JobMeta]:
+    """Create a job and hand it to a detached supervisor (``launch``): the core of ``run``."""
+    job_id, job_dir, meta = create_job(root, definition, stdin=stdin, stdin_max_bytes=stdin_max_bytes)
+    spec = launch_spec(job_dir, meta, env_pairs=definition.env, cwd=definition.cwd)
+    spec.auto_gc = auto_gc
+    launch_new_job(spec, launch=launch)
+    return job_id, job_dir, meta
 
 
 #: Every file a job directory can hold before its workload starts.
@@ -473,8 +510,17 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[JobDi
                 )
             spec = launch_spec(job, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
             spec.auto_gc = auto_gc
+            from ._backends import backend_record
+
+            record = backend_record(meta)
             try:
-                launch_detached_locked(spec, lock_fd)
+                if record is not None:  # a Ray job: submit it, hand it to its detached watcher
+                    from ._backends.ray_cli import launch_on_ray, ray_client_for
+
+                    address = str(record.get("address", ""))
+                    launch_on_ray(ray_client_for(address), address, spec, meta, lock_fd)
+                else:
+                    launch_detached_locked(spec, lock_fd)
             except BaseException:
                 # Not started: the job stays ``created`` (we still hold its lock).
                 with contextlib.suppress(OSError):
@@ -544,24 +590,69 @@ class SupervisorWatch:
         return self._released.wait(timeout)
 
 
-def observe(job_dir: JobRef, *, wait: bool, until: float, forever: bool) -> tuple[JobState, int]:
+class PollingWatch:
+    """:class:`SupervisorWatch`'s interface for long-lived hosts (``serve``, ``mcp``).
+
+    It probes the lock every ``interval`` seconds instead of blocking a thread on it, so
+    an observation that gives up at its deadline leaves no thread (and no open file)
+    behind while the job keeps running: a host answering thousands of bounded calls
+    about long jobs stays flat.
+    """
+
+    def __init__(self, job: JobRef, interval: float = 0.02) -> None:
+        self._job = job
+        self._interval = interval
+
+    def _released(self) -> bool:
+        try:
+            if isinstance(self._job, JobDir):
+                fd = self._job.open_file(LOCK_FILE, os.O_RDONLY)
+            else:
+                fd = os.open(self._job / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return True
+        try:
+            return not lock_held_elsewhere(fd)
+        finally:
+            os.close(fd)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep in short steps up to ``timeout`` seconds; True once the lock is free."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if self._released():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self._interval, remaining))
+
+
+Watch = SupervisorWatch | PollingWatch
+
+
+def observe(
+    job_dir: JobRef, *, wait: bool, until: float, forever: bool, polling: bool = False
+) -> tuple[JobState, int]:
     """The inline observation of ``run``/``start``: return at the terminal state at once,
     or at the first 100 ms tick that finds output in the logs, or at the deadline.
 
     A job seen with output gets a short grace (``OUTPUT_SETTLE``) to finish: a quick
     command that printed and is exiting right now is then reported ``exited`` with its
     exit code, even on a loaded machine, instead of ``running``.
+
+    ``polling=True`` (long-lived hosts) watches with :class:`PollingWatch`.
     """
     if not wait:
         return read_state(job_dir), 0
     with held(job_dir) as job:
-        return _observe(job, until=until, forever=forever)
+        return _observe(job, until=until, forever=forever, polling=polling)
 
 
-def _observe(job_dir: JobDir, *, until: float, forever: bool) -> tuple[JobState, int]:
+def _observe(job_dir: JobDir, *, until: float, forever: bool, polling: bool) -> tuple[JobState, int]:
     start = time.monotonic()
     deadline = None if forever else start + until
-    watch = SupervisorWatch(job_dir)
+    watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
     tick = 0
     while True:
         state = read_state(job_dir)
@@ -719,19 +810,19 @@ def tail_data(
     }
 
 
-def wait_for(job_dir: JobRef, *, until: float | None, poll: float = 1.0) -> JobState:
+def wait_for(job_dir: JobRef, *, until: float | None, poll: float = 1.0, polling: bool = False) -> JobState:
     """Block until the job is terminal or ``until`` seconds passed (``None``: no deadline).
 
     A supervised job wakes the waiter the moment it finishes; only a ``created`` job (no
     supervisor yet) is polled, every ``poll`` seconds.
     """
     with held(job_dir) as job:
-        return _wait_for(job, until=until, poll=poll)
+        return _wait_for(job, until=until, poll=poll, polling=polling)
 
 
-def _wait_for(job_dir: JobDir, *, until: float | None, poll: float) -> JobState:
+def _wait_for(job_dir: JobDir, *, until: float | None, poll: float, polling: bool) -> JobState:
     deadline = None if until is None else time.monotonic() + until
-    watch = SupervisorWatch(job_dir)
+    watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
     while True:
         state = read_state(job_dir)
         if state.is_terminal:
@@ -746,10 +837,16 @@ def _wait_for(job_dir: JobDir, *, until: float | None, poll: float) -> JobState:
 
 
 def wait_data(
-    root: Path, given: str, *, until: float | None, poll: float = 1.0, max_bytes: int = DEFAULT_MAX_BYTES
+    root: Path,
+    given: str,
+    *,
+    until: float | None,
+    poll: float = 1.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    polling: bool = False,
 ) -> dict[str, Any]:
     with open_job(root, given) as job:
-        state = wait_for(job, until=until, poll=max(poll, 1.0) if poll else 1.0)
+        state = wait_for(job, until=until, poll=max(poll, 1.0) if poll else 1.0, polling=polling)
         outputs = output_fields(job, max_bytes)
     data: dict[str, Any] = {"job_id": job.job_id, "state": state.status.value}
     if state.is_terminal and state.exit_code is not None:
@@ -839,6 +936,7 @@ def _summary(
             summary["reason"] = state.reason
         summary.update(fault_fields(state))
     summary["tags"] = meta.tags
+    summary["command"] = meta.command
     if state_filter is not None and summary["state"] != state_filter:
         return {}
     return summary

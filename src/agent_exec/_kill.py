@@ -15,14 +15,16 @@ from typing import Any
 
 from ._errors import InvalidState, StateCorrupt
 from ._jobdir import JobDir, open_job
-from ._jobs import SupervisorWatch, fault_fields
+from ._jobs import PollingWatch, SupervisorWatch, Watch, fault_fields
 from ._models import JobState, JobStatus
 from ._paths import LOCK_FILE
 from ._process import group_alive, resolve_signal, signal_group
 from ._store import SUPERVISOR_LOST, read_state
 
 
-def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True) -> dict[str, Any]:
+def kill_job(
+    root: Path, given: str, *, signal_name: str = "TERM", wait: bool = True, polling: bool = False
+) -> dict[str, Any]:
     """Signal a running job's process group and report what happened, truthfully.
 
     Unlike upstream, no ``killed`` record is written on the job's behalf while its
@@ -31,10 +33,19 @@ def kill_job(root: Path, given: str, *, signal_name: str = "TERM", wait: bool = 
     signum = resolve_signal(signal_name)
     requested = signal_name.strip().upper()
     with open_job(root, given) as job_dir:
-        return _kill(job_dir, given, signum, requested, wait=wait)
+        from ._backends import backend_record_of
+
+        record = backend_record_of(job_dir.path)
+        if record is not None:  # a Ray job: Ray stops it, its watcher records the outcome
+            from ._backends.ray_cli import kill_ray_job
+
+            return kill_ray_job(job_dir.job_id, job_dir.path, record, signal_name=signal_name, wait=wait)
+        return _kill(job_dir, given, signum, requested, wait=wait, polling=polling)
 
 
-def _kill(job_dir: JobDir, given: str, signum: int, requested: str, *, wait: bool) -> dict[str, Any]:
+def _kill(
+    job_dir: JobDir, given: str, signum: int, requested: str, *, wait: bool, polling: bool
+) -> dict[str, Any]:
     job_id = job_dir.job_id
     state = read_state(job_dir)
     if state.status is JobStatus.CREATED:
@@ -56,7 +67,8 @@ def _kill(job_dir: JobDir, given: str, signum: int, requested: str, *, wait: boo
         signal_group(target, signum)
     if not wait:
         return data
-    watch = SupervisorWatch(job_dir)
+    # Long-lived hosts (serve, mcp) probe the lock instead of parking a thread on it.
+    watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
     deadline = started + 3.0
     while True:
         try:

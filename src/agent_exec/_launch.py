@@ -207,6 +207,43 @@ def exec_argv(fd: int) -> list[str]:
     return [sys.executable, "-m", "agent_exec._launch", str(fd)]
 
 
+def exec_supervisor(spec: LaunchSpec, lock_fd: int, on_handed_over: Callable[[int], None]) -> int:
+    """Start a detached supervisor without forking this process, and hand it the job.
+
+    For hosts that must not fork (threads, an event loop: ``serve``, ``mcp``, a restart
+    from :class:`~agent_exec.JobRunner`); blocking, so call it from a worker thread there.
+    The launcher process is waited for here, so it never lingers as a zombie; the
+    supervisor it forks is re-parented to init.
+    """
+    import subprocess
+
+    from ._errors import IoError
+
+    parent_sock, child_sock = socket.socketpair()
+    try:
+        try:
+            launcher = subprocess.run(
+                exec_argv(child_sock.fileno()),
+                pass_fds=(child_sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                check=False,
+            )
+        except OSError as exc:
+            raise IoError.from_os(exc, "cannot start the supervisor launcher") from None
+        finally:
+            child_sock.close()
+        text = launcher.stdout.decode("ascii", "replace").strip()
+        if launcher.returncode != 0 or not text.isdigit():
+            raise IoError(f"cannot start the job's supervisor: launcher exit status {launcher.returncode}")
+    except BaseException:
+        parent_sock.close()
+        raise
+    return Supervisor(parent_sock, int(text)).hand_over(spec, lock_fd, on_handed_over)
+
+
 def main() -> None:  # pragma: no cover - exercised through JobRunner(detached=True)
     """``python -m agent_exec._launch FD``: fork, print the supervisor pid, exit."""
     sock = socket.socket(fileno=int(sys.argv[1]))

@@ -18,6 +18,8 @@ STDERR_LOG = "stderr.log"
 FULL_LOG = "full.log"
 STDIN_FILE = "stdin.bin"
 LOCK_FILE = "supervisor.lock"
+#: Held (``flock``) while a job is being restarted; ``gc``/``delete`` leave the job alone then.
+RESTART_LOCK_FILE = "restart.lock"
 COMPLETION_EVENT_FILE = "completion_event.json"
 NOTIFICATION_EVENTS_FILE = "notification_events.ndjson"
 GC_LOCK_FILE = ".gc.lock"

@@ -156,13 +156,15 @@ class JobSummary:
     """One row of :meth:`JobRunner.list` (the CLI's ``list`` entries).
 
     ``state`` is ``None`` for a job whose ``state.json`` cannot be read (the CLI's
-    ``unknown``).
+    ``unknown``). ``command`` is the job's command as recorded (argv words, or one shell
+    string), so rows can be told apart without reading each job.
     """
 
     job_id: str
     state: JobStatus | None
     created_at: str
     tags: tuple[str, ...]
+    command: tuple[str, ...] = ()
     exit_code: int | None = None
     started_at: str | None = None
     finished_at: str | None = None

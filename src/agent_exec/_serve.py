@@ -483,7 +483,7 @@ def build_app(config: ServeConfig) -> ASGIApp:
                 shell_wrapper=list(DEFAULT_WRAPPER),
             )
         state, waited_ms = await blocking(
-            observe, job.job_dir, wait=spec.wait, until=spec.until, forever=False
+            observe, job.job_dir, wait=spec.wait, until=spec.until, forever=False, polling=True
         )
         data = run_data(
             job.job_id,
@@ -551,9 +551,50 @@ def build_app(config: ServeConfig) -> ASGIApp:
         if no_wait_text not in ("true", "false"):
             raise ServeError("invalid_request", f"invalid `no_wait` query parameter {no_wait_text!r}")
         data = await blocking(
-            kill_job, root, request.path_params["job_id"], signal_name="TERM", wait=no_wait_text == "false"
+            kill_job,
+            root,
+            request.path_params["job_id"],
+            signal_name="TERM",
+            wait=no_wait_text == "false",
+            polling=True,
         )
         return _ok("kill", data)
+
+    @endpoint(mutating=True)
+    async def restart(request: Request) -> Response:
+        from ._jobs import launch_detached_exec, observe
+        from ._restart import restart_data, restart_job
+
+        clock = time.monotonic()
+        query = request.query_params
+        wait_text = query.get("wait", "true")
+        if wait_text not in ("true", "false"):
+            raise ServeError("invalid_request", f"invalid `wait` query parameter {wait_text!r}")
+        until_text = query.get("until", "10")
+        try:
+            until = float(until_text)
+        except ValueError:
+            until = math.nan
+        if not math.isfinite(until) or until < 0:
+            raise ServeError("invalid_request", f"invalid `until` query parameter {until_text!r}")
+        done = await blocking(
+            restart_job,
+            root,
+            request.path_params["job_id"],
+            launch=launch_detached_exec,
+            signal_name=query.get("signal", "TERM"),
+        )
+        state, waited_ms = await blocking(
+            observe, done.job_dir, wait=wait_text == "true", until=until, forever=False, polling=True
+        )
+        data = restart_data(
+            done,
+            state,
+            elapsed_ms=int((time.monotonic() - clock) * 1000),
+            waited_ms=waited_ms,
+            max_bytes=TAIL_MAX_BYTES,
+        )
+        return _ok("restart", data)
 
     async def empty(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -570,6 +611,7 @@ def build_app(config: ServeConfig) -> ASGIApp:
             Route("/tail/{job_id}", tail, methods=["GET"]),
             Route("/wait/{job_id}", wait, methods=["GET"]),
             Route("/kill/{job_id}", kill, methods=["POST"]),
+            Route("/restart/{job_id}", restart, methods=["POST"]),
             *dashboard_routes(config, blocking=blocking, endpoint=endpoint),
         ],
         exception_handlers={404: empty, 405: empty, 500: internal},

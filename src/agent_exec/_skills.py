@@ -28,6 +28,7 @@ SKILL_FILES = (
     "references/cli-contract.md",
     "references/completion-events.md",
     "references/openclaw.md",
+    "references/mcp.md",
 )
 _ENTRY_FIELDS = ("name", "source_type", "installed_at", "path")
 

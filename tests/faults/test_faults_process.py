@@ -28,6 +28,10 @@ from .conftest import (
 pytestmark = pytest.mark.faults
 
 
+def _is_job(path: Path) -> bool:
+    return len(path.name) == 32 and not path.name.startswith(".") and (path / "state.json").exists()
+
+
 def _stdout_log(root: Path, job_id: str) -> bytes:
     return (root / job_id / "stdout.log").read_bytes()
 
@@ -94,16 +98,8 @@ def test_sigkill_of_the_cli_during_run_leaves_the_job_running_to_completion(
     try:
         job_id = poll_until(
             lambda: (
-                next(
-                    (
-                        p.name
-                        for p in root.iterdir()
-                        if not p.name.startswith(".") and (p / "state.json").exists()
-                    ),
-                    None,
-                )
-                if root.exists()
-                else None
+                # Job ids only: a job directory is built under a temporary name first.
+                next((p.name for p in root.iterdir() if _is_job(p)), None) if root.exists() else None
             )
         )
         poll_until(lambda: stored_status(root, job_id) == "running")

@@ -27,6 +27,10 @@ def execute(invocation: Invocation) -> int:
         from .._serve import serve_command
 
         return serve_command(invocation.params, invocation.globals)
+    if invocation.command == "mcp":
+        from .._mcp import mcp_command
+
+        return mcp_command(invocation.params, invocation.globals)
     from ._commands import COMMANDS
 
     try:
@@ -73,7 +77,7 @@ def _help_pseudo_command(args: list[str]) -> list[str]:
     """``agent-exec help [SUBCOMMAND...]`` means ``agent-exec [SUBCOMMAND...] --help``."""
     index = 0
     while index < len(args) and args[index].startswith("-"):
-        index += 2 if args[index] == "--root" else 1
+        index += 2 if args[index] in ("--root", "--backend", "--ray-address") else 1
     if index < len(args) and args[index] == "help":
         return [*args[:index], *args[index + 1 :], "--help"]
     return args
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         from ._completion import complete_from_env
 
         sys.exit(complete_from_env(args))
-    if "run" in args or "start" in args:
+    if "run" in args or "start" in args or "restart" in args:
         # Fork the job's supervisor before anything else, so that its start-up (importing
         # anyio) overlaps ours on the other core (see _launch).
         from .._launch import prefork

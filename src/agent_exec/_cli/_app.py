@@ -153,6 +153,10 @@ def build_app() -> typer.Typer:
         root: Annotated[str | None, typer.Option("--root", help=grammar.GLOBAL_OPTIONS[0].help)] = None,
         yaml: Annotated[bool, typer.Option("--yaml", help=grammar.GLOBAL_OPTIONS[1].help)] = False,
         verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More diagnostics.")] = 0,
+        backend: Annotated[str | None, typer.Option("--backend", help=grammar.GLOBAL_OPTIONS[3].help)] = None,
+        ray_address: Annotated[
+            str | None, typer.Option("--ray-address", help=grammar.GLOBAL_OPTIONS[4].help)
+        ] = None,
         _version: Annotated[
             bool,
             typer.Option(
@@ -160,7 +164,15 @@ def build_app() -> typer.Typer:
             ),
         ] = False,
     ) -> None:
-        ctx.obj = {"root": root, "yaml": yaml, "verbose": verbose}
+        if backend is not None and backend not in ("local", "ray"):
+            raise typer.BadParameter(f"{backend!r} is not one of 'local', 'ray'", param_hint="'--backend'")
+        ctx.obj = {
+            "root": root,
+            "yaml": yaml,
+            "verbose": verbose,
+            "backend": backend,
+            "ray_address": ray_address,
+        }
 
     groups: dict[str, typer.Typer] = {}
     for command in grammar.COMMANDS.values():

@@ -135,6 +135,9 @@ def cmd_run(p: Params, g: Params) -> Result:
     stdin = _stdin_source(p)
     if p["log"]:
         require_text(p["log"], "--log")
+    kind, address = _backend(g, config)
+    if kind == "ray":
+        return "run", _run_on_ray(p, root, definition, stdin, address, clock)
     from .._launch import take_supervisor
 
     supervisor = take_supervisor()  # before anything exists: a failed fork leaves nothing
@@ -176,14 +179,69 @@ def cmd_run(p: Params, g: Params) -> Result:
     return "run", data
 
 
+def _backend(g: Params, config: Any) -> tuple[str, str]:
+    from .._config import resolve_backend
+
+    return resolve_backend(g.get("backend"), g.get("ray_address"), config)
+
+
+def _run_on_ray(
+    p: Params, root: Path, definition: Any, stdin: Any, address: str, clock: float
+) -> dict[str, Any]:
+    """``run`` on a Ray cluster: reach the head first (unreachable: an error, nothing
+    created), record the job ``created``, submit it, hand it to its detached watcher. If
+    Ray refuses the job, nothing is left behind (as for bad input)."""
+    from .._backends.ray_cli import launch_on_ray, ray_client_for
+    from .._jobs import create_job_dir, created_state, launch_spec, observe_launched, run_data
+    from .._store import supervision_claim
+
+    client = ray_client_for(address)
+    job, meta = create_job_dir(
+        root,
+        definition,
+        stdin=stdin,
+        stdin_max_bytes=p["stdin_max_bytes"],
+        initial_state=created_state,
+        backend={"kind": "ray", "address": address},
+    )
+    job_dir = job.path
+    job.close()
+    spec = launch_spec(
+        job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=Path(p["log"]) if p["log"] else None
+    )
+    try:
+        with supervision_claim(job_dir) as lock_fd:
+            assert lock_fd is not None  # a brand-new job directory
+            launch_on_ray(client, address, spec, meta, lock_fd)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    wait, until, forever = _observation(p)
+    state, waited_ms = observe_launched(job_dir, meta.job_id, wait=wait, until=until, forever=forever)
+    return run_data(
+        meta.job_id,
+        job_dir,
+        state,
+        tags=meta.tags,
+        env_vars=meta.env_vars,
+        elapsed_ms=int((time.monotonic() - clock) * 1000),
+        waited_ms=waited_ms,
+        max_bytes=p["max_bytes"],
+    )
+
+
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
     from .._jobs import create_job_dir, created_state, require_text
     from .._paths import STDERR_LOG, STDOUT_LOG
 
-    wrapper = resolve_wrapper(
-        p["shell_wrapper"], load_config(p["config"]) if p["shell_wrapper"] is None else _no_config()
-    )
+    config = load_config(p["config"]) if p["shell_wrapper"] is None else _no_config()
+    wrapper = resolve_wrapper(p["shell_wrapper"], config)
+    if p["shell_wrapper"] is not None and g.get("backend") is None:
+        config = _config_quietly(p["config"])
+    kind, address = _backend(g, config)
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
@@ -197,6 +255,7 @@ def cmd_create(p: Params, g: Params) -> Result:
         stdin_max_bytes=p["stdin_max_bytes"],
         persist_runtime_env=True,
         initial_state=created_state,
+        backend={"kind": "ray", "address": address} if kind == "ray" else None,
     )
     job_dir.close()
     return "create", {
@@ -222,6 +281,17 @@ def _no_config() -> Any:
     return Config()
 
 
+def _config_quietly(path: str | None) -> Any:
+    """The config for the backend choice only, where a broken file was never an error."""
+    from .._config import load_config
+    from .._errors import ConfigError
+
+    try:
+        return load_config(path)
+    except ConfigError:
+        return _no_config()
+
+
 def cmd_start(p: Params, g: Params) -> Result:
     from .._config import load_config
     from .._jobs import masked_env_view, observe_launched, run_data, start_created
@@ -243,6 +313,28 @@ def cmd_start(p: Params, g: Params) -> Result:
             max_bytes=p["max_bytes"],
         )
     return "start", data
+
+
+def cmd_restart(p: Params, g: Params) -> Result:
+    from .._config import load_config
+    from .._jobs import launch_detached_locked, observe
+    from .._restart import restart_data, restart_job
+
+    gc_settings = _gc_settings(p, load_config(None))
+    clock = time.monotonic()
+    done = restart_job(
+        _root(g), p["job_id"], launch=launch_detached_locked, signal_name=p["signal"], auto_gc=gc_settings
+    )
+    wait, until, forever = _observation(p)
+    state, waited_ms = observe(done.job_dir, wait=wait, until=until, forever=forever)
+    data = restart_data(
+        done,
+        state,
+        elapsed_ms=int((time.monotonic() - clock) * 1000),
+        waited_ms=waited_ms,
+        max_bytes=p["max_bytes"],
+    )
+    return "restart", data
 
 
 def cmd_status(p: Params, g: Params) -> Result:
@@ -349,6 +441,7 @@ COMMANDS: dict[str, Callable[[Params, Params], Result]] = {
     "run": cmd_run,
     "create": cmd_create,
     "start": cmd_start,
+    "restart": cmd_restart,
     "status": cmd_status,
     "tail": cmd_tail,
     "wait": cmd_wait,

@@ -37,6 +37,7 @@ JOB_ID_STATES: dict[str, frozenset[str] | None] = {
     "tag set": ALL_STATES,
     "notify set": ALL_STATES,
     "start": frozenset({"created"}),
+    "restart": ALL_STATES,
     "wait": frozenset({"created", "running"}),
     "kill": frozenset({"running"}),
     "delete": frozenset({"exited", "killed", "failed"}),

@@ -89,7 +89,22 @@ GLOBAL_OPTIONS = (
     Opt("--root", "root", STR, "Jobs root directory (default: $AGENT_EXEC_ROOT, then XDG data dir)."),
     Opt("--yaml", "yaml", FLAG, "Print the response as YAML instead of JSON."),
     Opt("--verbose", "verbose", COUNT, "More diagnostics on stderr (-v info, -vv debug)."),
+    Opt(
+        "--backend",
+        "backend",
+        STR,
+        "Where run/create send jobs: local or ray (default: $AGENT_EXEC_BACKEND, config, local).",
+        choices=("local", "ray"),
+    ),
+    Opt(
+        "--ray-address",
+        "ray_address",
+        STR,
+        "Ray Jobs API address (default: $AGENT_EXEC_RAY_ADDRESS, config, http://127.0.0.1:8265).",
+    ),
 )
+#: Global options that take a value, and where they go.
+GLOBAL_VALUES = {"--root": "root", "--backend": "backend", "--ray-address": "ray_address"}
 
 _AUTO_GC = (
     Opt("--no-auto-gc", "no_auto_gc", FLAG, "Skip automatic garbage collection."),
@@ -175,6 +190,23 @@ COMMANDS: dict[str, Command] = {
             job_id="required",
             conflicts=(("until", "forever"),),
         ),
+        Command(
+            "restart",
+            "Relaunch a job in place: stop it if running, clear its logs, start it again.",
+            (
+                Opt(
+                    "--signal",
+                    "signal",
+                    STR,
+                    "Signal for a running instance (KILL follows after 5 s).",
+                    default="TERM",
+                ),
+                *_AUTO_GC,
+                *_OBSERVE,
+            ),
+            job_id="required",
+            conflicts=(("until", "forever"),),
+        ),
         Command("status", "Show a job's state.", job_id="required"),
         Command(
             "tail",
@@ -256,7 +288,7 @@ COMMANDS: dict[str, Command] = {
         ),
         Command(
             "install-skills",
-            "Install the agent-exec skill for AI agents.",
+            "Install the agent-exec skill for AI agents (MCP hosts: see 'agent-exec mcp').",
             (
                 Opt("--global", "global_", FLAG, "Install under the home directory."),
                 Opt("--claude", "claude", FLAG, "Use .claude/ instead of .agents/."),
@@ -274,6 +306,7 @@ COMMANDS: dict[str, Command] = {
             ),
             conflicts=(("bind", "port"),),
         ),
+        Command("mcp", "Serve the job store to agent hosts over MCP (stdio)."),
     )
 }
 ALIASES = {alias: command.name for command in COMMANDS.values() for alias in command.aliases}
@@ -308,15 +341,20 @@ def _parse_global(token: str, argv: list[str], index: int, out: dict[str, Any]) 
     if token == "--yaml":
         out["yaml"] = True
         return index + 1
-    if token == "--root":
-        if index + 1 >= len(argv):
-            raise Decline
-        out["root"] = argv[index + 1]
-        return index + 2
-    if token.startswith("--root="):
-        out["root"] = token[len("--root=") :]
-        return index + 1
-    return None
+    flag, has_value, inline = token.partition("=")
+    dest = GLOBAL_VALUES.get(flag)
+    if dest is None:
+        return None
+    if has_value:
+        value, next_index = inline, index + 1
+    elif index + 1 < len(argv):
+        value, next_index = argv[index + 1], index + 2
+    else:
+        raise Decline
+    if dest == "backend" and value not in ("local", "ray"):
+        raise Decline
+    out[dest] = value
+    return next_index
 
 
 def _convert(opt: Opt, value: str) -> Any:
@@ -356,7 +394,13 @@ def defaults(command: Command) -> dict[str, Any]:
 
 def parse(argv: list[str]) -> Invocation:
     """Parse a well-formed invocation; raise :class:`Decline` for anything else."""
-    globals_: dict[str, Any] = {"root": None, "yaml": False, "verbose": 0}
+    globals_: dict[str, Any] = {
+        "root": None,
+        "yaml": False,
+        "verbose": 0,
+        "backend": None,
+        "ray_address": None,
+    }
     index = 0
     while index < len(argv) and argv[index].startswith("-"):
         next_index = _parse_global(argv[index], argv, index, globals_)
@@ -467,7 +511,7 @@ def hoist_globals(argv: list[str]) -> list[str]:
     index = 0
     while index < len(argv) and argv[index].startswith("-") and argv[index] != "--":
         head.append(argv[index])
-        if argv[index] == "--root" and index + 1 < len(argv):
+        if argv[index] in GLOBAL_VALUES and index + 1 < len(argv):
             head.append(argv[index + 1])
             index += 1
         index += 1
@@ -489,11 +533,15 @@ def hoist_globals(argv: list[str]) -> list[str]:
         if token == "--" or (command.rest and (not token.startswith("-") or token == "-")):
             body.extend(argv[index:])
             break
-        if token in ("--yaml", "--verbose") or _is_short_verbose(token) or token.startswith("--root="):
+        if (
+            token in ("--yaml", "--verbose")
+            or _is_short_verbose(token)
+            or ("=" in token and token.partition("=")[0] in GLOBAL_VALUES)
+        ):
             head.append(token)
             index += 1
             continue
-        if token == "--root":
+        if token in GLOBAL_VALUES:
             head.extend(argv[index : index + 2])
             index += 2
             continue
