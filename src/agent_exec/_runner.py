@@ -137,8 +137,8 @@ class JobRunner:
             await self.backend.open(self._task_group)  # a remote backend connects here
         except BaseException:
             # Nothing runs in the group yet: close it cleanly, then report the failure itself.
-            with anyio.CancelScope(shield=True):
-                await self._task_group.__aexit__(None, None, None)
+            # (No shielding scope around it: trio requires scopes to exit in nesting order.)
+            await self._task_group.__aexit__(None, None, None)
             self._state = _RunnerState.CLOSED
             raise
         self._state = _RunnerState.OPEN
