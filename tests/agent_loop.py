@@ -170,15 +170,10 @@ async def timeouts_and_results(root: Path) -> None:
     """A timed-out job is never ok; ``wait`` returns at the terminal write, not after
     ``kill_after``; timeouts take fractions of a second."""
     async with JobRunner(root) as runner:
+        # A shell sets its trap within a millisecond of starting (a Python child could
+        # still be importing when a short timeout fires on a loaded machine).
         trapper = await runner.run(
-            py(
-                "import signal, sys, time\n"
-                "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
-                "print('up', flush=True)\n"
-                "time.sleep(30)\n"
-            ),
-            timeout=0.4,
-            kill_after=30,
+            "trap 'exit 0' TERM; echo up; while :; do sleep 0.1; done", timeout=2, kill_after=30
         )
         quick = await runner.run(["sleep", "30"], timeout=0.3, kill_after=60)
         with anyio.fail_after(20):  # not 60 s: the escalation is still pending

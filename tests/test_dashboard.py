@@ -77,7 +77,7 @@ def test_config_tells_the_page_what_to_ask(start_server: Callable[..., Server]) 
     open_server = start_server()
     doc = open_server.get("/ui/api/config").json()
     assert doc["auth_reads"] is False and doc["token_required"] is False
-    assert "TERM" in doc["signals"] and "kill" in doc["actions"]
+    assert "TERM" in doc["signals"] and doc["actions"] == ["kill", "restart", "delete"]
     locked = start_server("--auth-reads", token=TOKEN)
     doc = locked.get("/ui/api/config").json()
     assert doc["auth_reads"] is True and doc["token_required"] is True
@@ -208,6 +208,20 @@ def test_actions_need_the_token_json_and_same_origin(start_server: Callable[...,
     assert done.status_code == 200, done.text
     assert done.json()["signal"] == "INT" and done.json()["state"] in ("killed", "exited")
     _error(server.post(url, json={"signal": "NOPE"}, headers=AUTH), 400, "invalid_signal")
+
+
+def test_restart_relaunches_in_place(start_server: Callable[..., Server], cli: Any, tmp_path: Path) -> None:
+    server = start_server(token=TOKEN)
+    marker = tmp_path / "runs"
+    job = cli("run", "--", f"echo x >> {marker}").doc
+    url = f"/ui/api/jobs/{job['job_id']}/restart"
+    _error(server.post(url, json={}), 401, "unauthorized")
+    assert marker.read_text() == "x\n"
+    response = server.post(url, json={}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["job_id"] == job["job_id"] and response.json()["joined"] is False
+    poll_until(lambda: cli("status", job["job_id"]).doc["state"] == "exited", timeout=20)
+    assert marker.read_text() == "x\nx\n"
 
 
 def test_delete_only_finished_jobs(server: Server, cli: Any, root: Path) -> None:

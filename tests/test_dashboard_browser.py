@@ -283,6 +283,31 @@ def test_kill_from_the_page(start_server: Callable[..., Server], cli: Any, page:
     assert cli("status", job["job_id"]).doc["error"]["code"] == "job_not_found"
 
 
+def test_restart_from_the_page(
+    start_server: Callable[..., Server], cli: Any, page: Any, tmp_path: Path
+) -> None:
+    server = start_server()
+    runs = tmp_path / "runs"
+    code = (
+        "import pathlib\n"
+        f"runs = pathlib.Path({str(runs)!r})\n"
+        "runs.write_text(runs.read_text() + 'x' if runs.exists() else 'x')\n"
+        "print(f'run number {len(runs.read_text())}', flush=True)\n"
+    )
+    job = cli("run", "--", *py(code)).doc
+    page.goto(f"{server.url}/#/job/{job['job_id']}")
+    expect(page.locator("#log")).to_contain_text("run number 1")
+    expect(page.locator("#restart-button")).to_be_enabled()
+    page.locator("#restart-button").click()
+    expect(page.locator("#restart-button")).to_have_text("Confirm restart")
+    page.locator("#restart-button").click()
+    expect(page.locator("#action-result")).to_contain_text("restarted")
+    expect(page.locator("#log")).to_contain_text("run number 2")
+    expect(page.locator("#log")).not_to_contain_text("run number 1")
+    expect(page.locator("#job-badge .badge")).to_have_text("\u2714exited")
+    assert runs.read_text() == "xx"
+
+
 def test_hostile_job_fields_and_output_render_as_text(
     start_server: Callable[..., Server], cli: Any, page: Any, tmp_path: Path
 ) -> None:

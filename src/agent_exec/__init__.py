@@ -14,8 +14,10 @@ _TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milli
 if _TYPE_CHECKING:
     from typing import Any as _Any
 
+    from ._backends.ray import RayJobs as RayJobs
     from ._errors import AgentExecError as AgentExecError
     from ._errors import AmbiguousJobId as AmbiguousJobId
+    from ._errors import BackendUnavailable as BackendUnavailable
     from ._errors import ConfigError as ConfigError
     from ._errors import InvalidArgument as InvalidArgument
     from ._errors import InvalidDuration as InvalidDuration
@@ -48,6 +50,7 @@ __version__ = "0.3.0"
 __all__ = [
     "AgentExecError",
     "AmbiguousJobId",
+    "BackendUnavailable",
     "ConfigError",
     "GcEntry",
     "GcResult",
@@ -66,6 +69,7 @@ __all__ = [
     "OutputChunk",
     "OutputExcerpt",
     "OutputLine",
+    "RayJobs",
     "RunOptions",
     "RunnerClosed",
     "StateCorrupt",
@@ -84,6 +88,8 @@ _HOMES = {
         ("JobResult", "JobSummary", "OutputChunk", "OutputExcerpt", "OutputLine", "TailResult"), "_results"
     ),
     "JobStatus": "_models",
+    "RayJobs": "_backends.ray",
+    "BackendUnavailable": "_errors",
     **{name: "_errors" for name in __all__ if name.endswith(("Error", "Id", "Argument", "Duration"))},
     **dict.fromkeys(
         (

@@ -1,32 +1,68 @@
-"""``config.toml``: the shell wrapper and automatic-GC settings."""
+"""``config.toml``: the shell wrapper, automatic-GC settings and the job backend.
+
+``run`` reads it on every call: plain classes (no ``dataclasses``) and ``tomllib``
+imported only when a config file exists.
+"""
 
 from __future__ import annotations
 
 import os
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ._errors import ConfigError
 from ._process import DEFAULT_WRAPPER, parse_wrapper
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `run` imports this module on every call
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass
+
 class GcSettings:
-    auto: bool = True
-    older_than: str = "30d"
-    max_jobs: int | None = None
-    max_bytes: int | None = None
-    scan_limit: int = 200
-    delete_limit: int = 20
+    """The ``[gc]`` table: automatic garbage collection after each job."""
+
+    __slots__ = ("auto", "delete_limit", "max_bytes", "max_jobs", "older_than", "scan_limit")
+
+    def __init__(self) -> None:
+        self.auto = True
+        self.older_than = "30d"
+        self.max_jobs: int | None = None
+        self.max_bytes: int | None = None
+        self.scan_limit = 200
+        self.delete_limit = 20
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as the supervisor receives them (``LaunchSpec.auto_gc``)."""
+        return {
+            "auto": self.auto,
+            "older_than": self.older_than,
+            "max_jobs": self.max_jobs,
+            "max_bytes": self.max_bytes,
+            "scan_limit": self.scan_limit,
+            "delete_limit": self.delete_limit,
+        }
 
 
-@dataclass
 class Config:
-    path: Path | None = None
-    shell_unix: list[str] | None = None
-    gc: GcSettings = field(default_factory=GcSettings)
+    """A loaded config file (``path`` is None when there was none).
+
+    ``backend_kind``/``backend_address``: ``[backend] kind`` (``local``/``ray``) and
+    ``[backend] address`` (the Ray Jobs API).
+    """
+
+    __slots__ = ("backend_address", "backend_kind", "gc", "path", "shell_unix")
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        shell_unix: list[str] | None = None,
+        backend_kind: str | None = None,
+        backend_address: str | None = None,
+    ) -> None:
+        self.path = path
+        self.shell_unix = shell_unix
+        self.gc = GcSettings()
+        self.backend_kind = backend_kind
+        self.backend_address = backend_address
 
 
 def default_config_path() -> Path | None:
@@ -63,6 +99,8 @@ def load_config(explicit: str | None = None) -> Config:
         return Config(path=None)
     except OSError as exc:
         raise ConfigError(f"failed to read config file {path}: {exc.strerror or exc}") from None
+    import tomllib
+
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -87,6 +125,17 @@ def load_config(explicit: str | None = None) -> Config:
         if not isinstance(gc["older_than"], str):
             raise _bad(path, "[gc].older_than must be a string")
         config.gc.older_than = gc["older_than"]
+    backend = data.get("backend", {})
+    if not isinstance(backend, dict):
+        raise _bad(path, "[backend] must be a table")
+    if "kind" in backend:
+        if backend["kind"] not in ("local", "ray"):
+            raise _bad(path, '[backend].kind must be "local" or "ray"')
+        config.backend_kind = backend["kind"]
+    if "address" in backend:
+        if not isinstance(backend["address"], str) or not backend["address"]:
+            raise _bad(path, "[backend].address must be a non-empty string")
+        config.backend_address = backend["address"]
     config.gc.max_jobs = _uint(gc, "max_jobs", path)
     config.gc.max_bytes = _uint(gc, "max_bytes", path)
     scan_limit = _uint(gc, "scan_limit", path)
@@ -107,3 +156,22 @@ def resolve_wrapper(flag: str | None, config: Config) -> list[str]:
             raise ConfigError(f"config file shell wrapper must not be empty (from {config.path})")
         return list(config.shell_unix)
     return list(DEFAULT_WRAPPER)
+
+
+def resolve_backend(kind: str | None, address: str | None, config: Config) -> tuple[str, str]:
+    """The backend of new jobs and the Ray address: flag > environment > config > default
+    (``--backend``/``$AGENT_EXEC_BACKEND``/``[backend].kind``/``local``;
+    ``--ray-address``/``$AGENT_EXEC_RAY_ADDRESS``/``[backend].address``/``http://127.0.0.1:8265``).
+    """
+    from ._errors import InvalidArgument
+
+    chosen = kind or os.environ.get("AGENT_EXEC_BACKEND") or config.backend_kind or "local"
+    if chosen not in ("local", "ray"):
+        raise InvalidArgument(f"invalid backend {chosen!r} (from $AGENT_EXEC_BACKEND): expected local or ray")
+    where = (
+        address
+        or os.environ.get("AGENT_EXEC_RAY_ADDRESS")
+        or config.backend_address
+        or "http://127.0.0.1:8265"
+    )
+    return chosen, where.rstrip("/")

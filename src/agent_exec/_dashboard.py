@@ -2,7 +2,7 @@
 small JSON API under ``/ui/api/`` it polls.
 
 Every handler is a thin adapter over the store functions the CLI uses (``kill_job``,
-``delete_one``, ``status``-like reads through :mod:`._overview`). What this module adds is
+``restart_job``, ``delete_one``, ``status``-like reads through :mod:`._overview`). What this module adds is
 safety for a browser client:
 
 - the page, its script and its style are package data served with a Content-Security-Policy
@@ -65,7 +65,7 @@ SECURITY_HEADERS = {
 #: Signals the page offers; any name ``kill`` accepts works through the API.
 SIGNALS = ["TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2"]
 #: The job actions this server offers the page.
-ACTIONS = ["kill", "delete"]
+ACTIONS = ["kill", "restart", "delete"]
 MAX_ACTION_BODY = 4096
 DEFAULT_ROWS = 200
 DEFAULT_SLICE = 64 * 1024
@@ -276,8 +276,31 @@ def dashboard_routes(config: ServeConfig, *, blocking: Blocking, endpoint: Endpo
         signal_name = body.get("signal", "TERM")
         if not isinstance(signal_name, str):
             raise ServeError("invalid_request", "invalid JSON: `signal` must be a string")
-        data = await blocking(kill_job, root, request.path_params["job_id"], signal_name=signal_name)
+        data = await blocking(
+            kill_job, root, request.path_params["job_id"], signal_name=signal_name, polling=True
+        )
         return _json(data, "kill")
+
+    @api(mutating=True)
+    async def restart(request: Request) -> Response:
+        from ._jobs import launch_detached_exec
+        from ._restart import restart_job
+        from ._store import read_state
+
+        body = await action_body(request)
+        signal_name = body.get("signal", "TERM")
+        if not isinstance(signal_name, str):
+            raise ServeError("invalid_request", "invalid JSON: `signal` must be a string")
+        done = await blocking(
+            restart_job,
+            root,
+            request.path_params["job_id"],
+            launch=launch_detached_exec,
+            signal_name=signal_name,
+        )
+        state = await blocking(read_state, done.job_dir)
+        data = {"job_id": done.job_id, "joined": done.joined, "state": state.status.value}
+        return _json(data, "restart")
 
     @api(mutating=True)
     async def delete(request: Request) -> Response:
@@ -297,5 +320,6 @@ def dashboard_routes(config: ServeConfig, *, blocking: Blocking, endpoint: Endpo
         Route("/ui/api/jobs/{job_id}/log/{stream}", log, methods=["GET"]),
         Route("/ui/api/jobs/{job_id}/raw/{stream}", raw, methods=["GET"]),
         Route("/ui/api/jobs/{job_id}/kill", kill, methods=["POST"]),
+        Route("/ui/api/jobs/{job_id}/restart", restart, methods=["POST"]),
         Route("/ui/api/jobs/{job_id}/delete", delete, methods=["POST"]),
     ]

@@ -21,17 +21,22 @@ the CLI report failures the same way::
     ├── InvalidDuration             internal_error     (bad GC duration, as upstream)
     ├── ConfigError                 internal_error
     ├── StateCorrupt                internal_error     (unreadable meta.json/state.json)
-    └── RunnerClosed                internal_error     (JobRunner used outside its context)
+    ├── RunnerClosed                internal_error     (JobRunner used outside its context)
+    └── BackendUnavailable          backend_unavailable (extension: Ray not installed / head unreachable)
 """
 
 from __future__ import annotations
 
 import errno
-from typing import Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every CLI call imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "AgentExecError",
     "AmbiguousJobId",
+    "BackendUnavailable",
     "ConfigError",
     "InvalidArgument",
     "InvalidDuration",
@@ -239,3 +244,14 @@ def error_from_exception(exc: BaseException, context: str) -> AgentExecError:
     if isinstance(exc, UnicodeError):
         return InvalidArgument(f"{context}: a value is not valid text: {exc}")
     return AgentExecError(f"{type(exc).__name__}: {exc}")
+
+
+class BackendUnavailable(AgentExecError):
+    """A job backend cannot be used: its package is not installed (``agent-exec[ray]``) or
+    its service does not answer within the connect timeout (then ``retryable``)."""
+
+    code = "backend_unavailable"
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

@@ -219,7 +219,14 @@ class Job:
             raise InvalidState(
                 f"job {self.job_id} is in 'created' state and has not been started; cannot send signal"
             )
-        if state.status is JobStatus.RUNNING and state.pid is not None:
+        from ._backends import backend_record_of
+
+        record = backend_record_of(self.job_dir)
+        if record is not None:  # e.g. a Ray job: its backend stops it, its watcher records it
+            from ._backends.ray import stop_ray_job
+
+            await stop_ray_job(record, self.job_dir, self.job_id, signum)
+        elif state.status is JobStatus.RUNNING and state.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 signal_group(state.pid, signum)
         if wait:

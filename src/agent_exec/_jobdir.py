@@ -15,12 +15,14 @@ import contextlib
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
-import orjson
-
+from ._codec import dumps_pretty, loads
 from ._errors import StateCorrupt
 from ._paths import FILE_MODE
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every read command imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DIR_FLAGS",
@@ -54,7 +56,7 @@ class StateUnreadable(StateCorrupt):
 
 def dump_pretty(data: Any) -> bytes:
     """Pretty JSON with 2-space indentation and no trailing newline (the state-file layout)."""
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2)
+    return dumps_pretty(data)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -227,8 +229,8 @@ class JobDir:
     def read_json(self, name: str) -> Any:
         raw = self.read_bytes(name)
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
+            return loads(raw)
+        except ValueError as exc:  # JSONDecodeError, invalid UTF-8, NaN (see _codec)
             raise StateCorrupt(f"failed to parse {self.path / name}: {exc}") from None
 
     def write_new(self, name: str, data: bytes, *, mode: int = FILE_MODE) -> None:

@@ -11,11 +11,9 @@ import fcntl
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
+from ._codec import BULK_THRESHOLD, use_orjson
 from ._errors import InvalidArgument, InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
 from ._jobdir import JobDir, open_job
 from ._logs import ENCODING, read_head, read_tail
@@ -50,6 +48,16 @@ from ._store import (
     write_state,
 )
 from ._timeutil import now_ts
+
+# Every CLI command that reads or launches a job imports this module: no typing,
+# dataclasses or threading at run time (tests/test_import_budget.py keeps it that way).
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING (importing typing costs milliseconds)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import IO, Any
+
+    StdinSource = bytes | Path | IO[bytes] | None
+
 
 DEFAULT_MAX_BYTES = 65536
 #: How long ``run`` waits for completion after it first sees output (see :func:`observe`).
@@ -97,25 +105,59 @@ def tags_match(patterns: Sequence[str], tags: Sequence[str]) -> bool:
 # -- defining a job -------------------------------------------------------------------
 
 
-@dataclass
 class JobDefinition:
-    """What to run and how: the definition-time options of ``run``/``create``."""
+    """What to run and how: the definition-time options of ``run``/``create``.
 
-    command: list[str]
-    cwd: str | None = None
-    env: list[str] = field(default_factory=list)
-    env_files: list[str] = field(default_factory=list)
-    inherit_env: bool = True
-    mask: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    timeout_s: float = 0
-    kill_after_s: float = 0
-    progress_every_s: float = 0
-    notification: NotificationConfig | None = None
-    #: The shell wrapper; empty: the command is exec'd directly (the library's argv policy).
-    wrapper: list[str] = field(default_factory=lambda: list(DEFAULT_WRAPPER))
-    #: Record the exact argv exec'd (``meta.json`` ``argv`` and ``shell``): library jobs.
-    record_argv: bool = False
+    ``wrapper`` empty: the command is exec'd directly (the library's argv policy).
+    ``record_argv``: record the exact argv exec'd (``meta.json`` ``argv`` and ``shell``),
+    for library jobs. (A plain class, not a dataclass: ``run`` builds one on every call.)
+    """
+
+    __slots__ = (
+        "command",
+        "cwd",
+        "env",
+        "env_files",
+        "inherit_env",
+        "kill_after_s",
+        "mask",
+        "notification",
+        "progress_every_s",
+        "record_argv",
+        "tags",
+        "timeout_s",
+        "wrapper",
+    )
+
+    def __init__(
+        self,
+        command: list[str],
+        cwd: str | None = None,
+        env: list[str] | None = None,
+        env_files: list[str] | None = None,
+        inherit_env: bool = True,
+        mask: list[str] | None = None,
+        tags: list[str] | None = None,
+        timeout_s: float = 0,
+        kill_after_s: float = 0,
+        progress_every_s: float = 0,
+        notification: NotificationConfig | None = None,
+        wrapper: list[str] | None = None,
+        record_argv: bool = False,
+    ) -> None:
+        self.command = command
+        self.cwd = cwd
+        self.env: list[str] = [] if env is None else env
+        self.env_files: list[str] = [] if env_files is None else env_files
+        self.inherit_env = inherit_env
+        self.mask: list[str] = [] if mask is None else mask
+        self.tags: list[str] = [] if tags is None else tags
+        self.timeout_s = timeout_s
+        self.kill_after_s = kill_after_s
+        self.progress_every_s = progress_every_s
+        self.notification = notification
+        self.wrapper: list[str] = list(DEFAULT_WRAPPER) if wrapper is None else wrapper
+        self.record_argv = record_argv
 
     def masked_env(self) -> list[str]:
         masked = set(self.mask)
@@ -124,9 +166,6 @@ class JobDefinition:
             key, _ = split_env_pair(pair)
             shown.append(f"{key}=***" if key in masked else pair)
         return shown
-
-
-StdinSource = bytes | Path | IO[bytes] | None
 
 
 def require_text(value: str, what: str) -> str:
@@ -217,6 +256,7 @@ def create_job(
     persist_runtime_env: bool = False,
     mask_env: bool = True,
     precreate_logs: bool = True,
+    backend: dict[str, Any] | None = None,
 ) -> tuple[str, Path, JobMeta]:
     """:func:`create_job_dir` for callers that work with paths (the handle is closed)."""
     job, meta = create_job_dir(
@@ -227,6 +267,7 @@ def create_job(
         persist_runtime_env=persist_runtime_env,
         mask_env=mask_env,
         precreate_logs=precreate_logs,
+        backend=backend,
     )
     job.close()
     return meta.job_id, root / meta.job_id, meta
@@ -243,6 +284,7 @@ def create_job_dir(
     precreate_logs: bool = True,
     initial_state: Callable[[str], JobState] | None = None,
     publish: bool = True,
+    backend: dict[str, Any] | None = None,
 ) -> tuple[JobDir, JobMeta]:
     """Create the job directory with ``meta.json``, ``stdin.bin``, empty logs and (given
     ``initial_state(job_id)``) ``state.json``; return it held by descriptor (the caller
@@ -253,7 +295,8 @@ def create_job_dir(
     are written directly (no temporary file and rename each: nobody can see them yet). With
     ``publish=False`` the caller renames it (:meth:`JobDir.publish`) once the job is
     launched. If anything fails, the directory is removed again: a failed ``run``/``create``
-    leaves nothing behind.
+    leaves nothing behind. ``backend`` is recorded in ``meta.json`` for a job that does not
+    run locally (``{"kind": "ray", "address": ...}``).
     """
     _require_text_definition(definition)
     ensure_root(root)
@@ -283,6 +326,8 @@ def create_job_dir(
 
         meta.extra["argv"] = build_argv(definition.wrapper, definition.command)
         meta.extra["shell"] = bool(definition.wrapper)
+    if backend is not None:
+        meta.extra["backend"] = backend
     try:
         job = JobDir.build(root, job_id)
     except OSError as exc:
@@ -504,8 +549,17 @@ def start_created(root: Path, given: str, *, auto_gc: Any = None) -> tuple[JobDi
                 )
             spec = launch_spec(job, meta, env_pairs=meta.env_vars_runtime, cwd=meta.cwd)
             spec.auto_gc = auto_gc
+            from ._backends import backend_record
+
+            record = backend_record(meta)
             try:
-                launch_detached_locked(spec, lock_fd)
+                if record is not None:  # a Ray job: submit it, hand it to its detached watcher
+                    from ._backends.ray_cli import launch_on_ray, ray_client_for
+
+                    address = str(record.get("address", ""))
+                    launch_on_ray(ray_client_for(address), address, spec, meta, lock_fd)
+                else:
+                    launch_detached_locked(spec, lock_fd)
             except BaseException:
                 # Not started: the job stays ``created`` (we still hold its lock).
                 with contextlib.suppress(OSError):
@@ -525,11 +579,9 @@ class SupervisorWatch:
     or the supervisor died), instead of polling ``state.json``."""
 
     def __init__(self, job: JobRef) -> None:
-        import threading
-
-        self._threading = threading
         self._job = job
-        self._released = threading.Event()
+        # Made by the first wait: a finished job is reported without importing threading.
+        self._released: Any = None
         self._thread: Any = None
 
     def _open_lock(self) -> int | None:
@@ -554,6 +606,10 @@ class SupervisorWatch:
 
     def wait(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds; True once the lock was seen free."""
+        import threading
+
+        if self._released is None:
+            self._released = threading.Event()
         if self._released.is_set():
             self._released.clear()
             self._thread = None
@@ -562,7 +618,7 @@ class SupervisorWatch:
             if fd is None:
                 self._thread = False  # nothing to watch: the timeout decides
             else:
-                thread = self._threading.Thread(target=self._watch, args=(fd,), daemon=True)
+                thread = threading.Thread(target=self._watch, args=(fd,), daemon=True)
                 try:
                     thread.start()
                 except RuntimeError:  # no thread to spare (process limit): poll instead
@@ -571,8 +627,8 @@ class SupervisorWatch:
                     return False
                 self._thread = thread
         if timeout <= 0:
-            return self._released.is_set()
-        return self._released.wait(timeout)
+            return bool(self._released.is_set())
+        return bool(self._released.wait(timeout))
 
 
 class PollingWatch:
@@ -867,7 +923,10 @@ def list_data(
     jobs: list[dict[str, Any]] = []
     skipped = 0
     check_root(root)
-    for entry in iter_job_dirs(root):
+    entries = iter_job_dirs(root)
+    if len(entries) > BULK_THRESHOLD:
+        use_orjson()  # its import pays for itself over this many files (see _codec)
+    for entry in entries:
         try:
             job_dir = JobDir.open(root, entry.name)
         except (FileNotFoundError, NotADirectoryError):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
-from typing import Any
 
 from ._errors import InvalidState, StateCorrupt
 from ._jobdir import JobDir, open_job
@@ -20,6 +18,11 @@ from ._models import JobState, JobStatus
 from ._paths import LOCK_FILE
 from ._process import group_alive, resolve_signal, signal_group
 from ._store import SUPERVISOR_LOST, read_state
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `kill` is a CLI hot path (import budget)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
 
 def kill_job(
@@ -33,6 +36,13 @@ def kill_job(
     signum = resolve_signal(signal_name)
     requested = signal_name.strip().upper()
     with open_job(root, given) as job_dir:
+        from ._backends import backend_record_of
+
+        record = backend_record_of(job_dir.path)
+        if record is not None:  # a Ray job: Ray stops it, its watcher records the outcome
+            from ._backends.ray_cli import kill_ray_job
+
+            return kill_ray_job(job_dir.job_id, job_dir.path, record, signal_name=signal_name, wait=wait)
         return _kill(job_dir, given, signum, requested, wait=wait, polling=polling)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -25,7 +26,25 @@ __all__ = ["LocalLauncher"]
 
 
 class LocalLauncher:
-    """Runs jobs on this machine: in this event loop, or under detached supervisors."""
+    """Runs jobs on this machine: in this event loop, or under detached supervisors.
+
+    The default backend of :class:`~agent_exec.JobRunner` (see ``_backends/base.py``).
+    """
+
+    kind = "local"
+
+    def __repr__(self) -> str:
+        return "LocalLauncher()"
+
+    def record(self) -> dict[str, Any] | None:
+        """Local jobs record no backend: their ``meta.json`` stays exactly 0.2.3's."""
+        return None
+
+    async def open(self, task_group: anyio.abc.TaskGroup) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
 
     async def supervise(
         self,

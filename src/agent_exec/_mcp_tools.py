@@ -119,10 +119,8 @@ def build_server(root: Path, deadlines: Deadlines, *, log_level: str = "WARNING"
         return _result(envelope(kind, data))
 
     def auto_gc() -> dict[str, Any] | None:
-        import dataclasses
-
         settings = load_config(None).gc
-        return dataclasses.asdict(settings) if settings.auto else None
+        return settings.to_dict() if settings.auto else None
 
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 

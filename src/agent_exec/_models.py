@@ -1,18 +1,46 @@
 """The records agent-exec persists: job definitions (``meta.json``) and lifecycle states
 (``state.json``), with parsing that tolerates unknown fields and rejects malformed ones.
+
+Plain classes with ``__slots__`` rather than dataclasses: every CLI call reads these
+records, and importing ``dataclasses`` (which imports ``inspect``) and generating the
+methods cost about as much as the interpreter's own start-up.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
 
 from ._errors import StateCorrupt
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds here
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = "0.1"
 
 __all__ = ["JobMeta", "JobState", "JobStatus", "NotificationConfig", "OutputMatch"]
+
+
+class _Record:
+    """Value semantics for the record classes: equality and repr over ``__slots__``."""
+
+    __slots__ = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        names: tuple[str, ...] = self.__slots__  # type: ignore[assignment]
+        return tuple(getattr(self, name) for name in names)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass
+
+    def __repr__(self) -> str:
+        names: tuple[str, ...] = self.__slots__  # type: ignore[assignment]
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+        return f"{type(self).__name__}({fields})"
 
 
 class JobStatus(enum.StrEnum):
@@ -54,15 +82,24 @@ def _opt_nonneg(data: dict[str, Any], key: str) -> int | None:
     return value if value >= 0 else None
 
 
-@dataclass
-class OutputMatch:
+class OutputMatch(_Record):
     """When a line of output matches ``pattern``, emit a ``job.output.matched`` event."""
 
-    pattern: str
-    match_type: str = "contains"
-    stream: str = "either"
-    command: str | None = None
-    file: str | None = None
+    __slots__ = ("command", "file", "match_type", "pattern", "stream")
+
+    def __init__(
+        self,
+        pattern: str,
+        match_type: str = "contains",
+        stream: str = "either",
+        command: str | None = None,
+        file: str | None = None,
+    ) -> None:
+        self.pattern = pattern
+        self.match_type = match_type
+        self.stream = stream
+        self.command = command
+        self.file = file
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"pattern": self.pattern, "match_type": self.match_type, "stream": self.stream}
@@ -87,13 +124,20 @@ class OutputMatch:
         )
 
 
-@dataclass
-class NotificationConfig:
+class NotificationConfig(_Record):
     """Completion sinks and the output-match rule of a job (``meta.json.notification``)."""
 
-    notify_command: str | None = None
-    notify_file: str | None = None
-    on_output_match: OutputMatch | None = None
+    __slots__ = ("notify_command", "notify_file", "on_output_match")
+
+    def __init__(
+        self,
+        notify_command: str | None = None,
+        notify_file: str | None = None,
+        on_output_match: OutputMatch | None = None,
+    ) -> None:
+        self.notify_command = notify_command
+        self.notify_file = notify_file
+        self.on_output_match = on_output_match
 
     @property
     def is_empty(self) -> bool:
@@ -121,29 +165,72 @@ class NotificationConfig:
         return None if config.is_empty else config
 
 
-@dataclass
-class JobMeta:
+class JobMeta(_Record):
     """A job's definition: what to run, where, and how (``meta.json``)."""
 
-    job_id: str
-    command: list[str]
-    created_at: str
-    root: str
-    env_keys: list[str] = field(default_factory=list)
-    env_vars: list[str] = field(default_factory=list)
-    env_vars_runtime: list[str] = field(default_factory=list)
-    mask: list[str] = field(default_factory=list)
-    cwd: str | None = None
-    notification: NotificationConfig | None = None
-    tags: list[str] = field(default_factory=list)
-    inherit_env: bool = True
-    env_files: list[str] = field(default_factory=list)
-    timeout_ms: int = 0
-    kill_after_ms: int = 0
-    progress_every_ms: int = 0
-    shell_wrapper: list[str] | None = None
-    stdin_file: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = (
+        "command",
+        "created_at",
+        "cwd",
+        "env_files",
+        "env_keys",
+        "env_vars",
+        "env_vars_runtime",
+        "extra",
+        "inherit_env",
+        "job_id",
+        "kill_after_ms",
+        "mask",
+        "notification",
+        "progress_every_ms",
+        "root",
+        "shell_wrapper",
+        "stdin_file",
+        "tags",
+        "timeout_ms",
+    )
+
+    def __init__(
+        self,
+        job_id: str,
+        command: list[str],
+        created_at: str,
+        root: str,
+        env_keys: list[str] | None = None,
+        env_vars: list[str] | None = None,
+        env_vars_runtime: list[str] | None = None,
+        mask: list[str] | None = None,
+        cwd: str | None = None,
+        notification: NotificationConfig | None = None,
+        tags: list[str] | None = None,
+        inherit_env: bool = True,
+        env_files: list[str] | None = None,
+        timeout_ms: int = 0,
+        kill_after_ms: int = 0,
+        progress_every_ms: int = 0,
+        shell_wrapper: list[str] | None = None,
+        stdin_file: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.command = command
+        self.created_at = created_at
+        self.root = root
+        self.env_keys: list[str] = [] if env_keys is None else env_keys
+        self.env_vars: list[str] = [] if env_vars is None else env_vars
+        self.env_vars_runtime: list[str] = [] if env_vars_runtime is None else env_vars_runtime
+        self.mask: list[str] = [] if mask is None else mask
+        self.cwd = cwd
+        self.notification = notification
+        self.tags: list[str] = [] if tags is None else tags
+        self.inherit_env = inherit_env
+        self.env_files: list[str] = [] if env_files is None else env_files
+        self.timeout_ms = timeout_ms
+        self.kill_after_ms = kill_after_ms
+        self.progress_every_ms = progress_every_ms
+        self.shell_wrapper = shell_wrapper
+        self.stdin_file = stdin_file
+        self.extra: dict[str, Any] = {} if extra is None else extra
 
     _KNOWN = frozenset(
         [
@@ -239,8 +326,7 @@ class JobMeta:
         )
 
 
-@dataclass
-class JobState:
+class JobState(_Record):
     """A job's lifecycle record (``state.json``).
 
     ``reason`` is an extension of this implementation: why a job ended ``failed``
@@ -256,19 +342,51 @@ class JobState:
     are the last moment it was seen running, and it ended at most this much later).
     """
 
-    job_id: str
-    status: JobStatus
-    updated_at: str
-    started_at: str | None = None
-    exit_code: int | None = None
-    signal: str | None = None
-    duration_ms: int | None = None
-    pid: int | None = None
-    finished_at: str | None = None
-    reason: str | None = None
-    output_dropped_bytes: int | None = None
-    workload: WorkloadIdentity | None = None
-    supervisor_stopped_ms: int | None = None
+    __slots__ = (
+        "duration_ms",
+        "exit_code",
+        "finished_at",
+        "job_id",
+        "output_dropped_bytes",
+        "pid",
+        "reason",
+        "signal",
+        "started_at",
+        "status",
+        "supervisor_stopped_ms",
+        "updated_at",
+        "workload",
+    )
+
+    def __init__(
+        self,
+        job_id: str,
+        status: JobStatus,
+        updated_at: str,
+        started_at: str | None = None,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        duration_ms: int | None = None,
+        pid: int | None = None,
+        finished_at: str | None = None,
+        reason: str | None = None,
+        output_dropped_bytes: int | None = None,
+        workload: WorkloadIdentity | None = None,
+        supervisor_stopped_ms: int | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.updated_at = updated_at
+        self.started_at = started_at
+        self.exit_code = exit_code
+        self.signal = signal
+        self.duration_ms = duration_ms
+        self.pid = pid
+        self.finished_at = finished_at
+        self.reason = reason
+        self.output_dropped_bytes = output_dropped_bytes
+        self.workload = workload
+        self.supervisor_stopped_ms = supervisor_stopped_ms
 
     @property
     def is_terminal(self) -> bool:
@@ -332,14 +450,16 @@ class JobState:
         )
 
 
-@dataclass
-class WorkloadIdentity:
+class WorkloadIdentity(_Record):
     """Who the workload is: its pid, its process group and the pid's start time (clock
     ticks after boot, ``/proc/<pid>/stat`` field 22), which a reused pid cannot match."""
 
-    pid: int
-    pgid: int
-    start_ticks: int | None = None
+    __slots__ = ("pgid", "pid", "start_ticks")
+
+    def __init__(self, pid: int, pgid: int, start_ticks: int | None = None) -> None:
+        self.pid = pid
+        self.pgid = pgid
+        self.start_ticks = start_ticks
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"pid": self.pid, "pgid": self.pgid}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-import orjson
-
-from ._errors import AgentExecError
+from ._codec import dumps_line
 from ._models import SCHEMA_VERSION
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on every CLI call's path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._errors import AgentExecError
 
 
 def envelope(kind: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -20,7 +23,10 @@ def error_envelope(error: AgentExecError) -> dict[str, Any]:
 
 
 def render(document: dict[str, Any], *, yaml: bool = False, sort_keys: bool = False) -> bytes:
-    """One compact JSON line (non-ASCII kept literal), or the same data as block YAML."""
+    """One compact JSON line (non-ASCII kept literal), or the same data as block YAML.
+
+    The JSON encoder is chosen by :mod:`._codec` (the same bytes either way).
+    """
     if yaml:
         import yaml as pyyaml
 
@@ -28,8 +34,7 @@ def render(document: dict[str, Any], *, yaml: bool = False, sort_keys: bool = Fa
             document, sort_keys=sort_keys, allow_unicode=True, default_flow_style=False, width=float("inf")
         )
         return text.encode("utf-8")
-    option = orjson.OPT_APPEND_NEWLINE | (orjson.OPT_SORT_KEYS if sort_keys else 0)
-    return orjson.dumps(document, option=option)
+    return dumps_line(document, sort_keys=sort_keys)
 
 
 def emit(document: dict[str, Any], *, yaml: bool = False) -> None:

@@ -35,6 +35,7 @@ from ._store import open_lock, read_state_raw, try_lock_exclusive, write_state
 from ._timeutil import now_ts
 
 if TYPE_CHECKING:
+    from ._backends.base import Backend
     from ._gc import GcResult
     from ._hostguard import HostGuard
 
@@ -79,6 +80,8 @@ class JobRunner:
       descriptor. ``job.kill()`` takes a queued job out of the queue (it never starts).
     - ``detached=True`` starts jobs under their own supervisor process instead, so they
       outlive this process (per call: ``run(..., detached=True)``).
+    - ``backend``: where jobs run. Default: this machine. ``RayJobs(address)`` sends them
+      to a Ray cluster through Ray Jobs (same store, states, handles; see the README).
     - ``kill_on_host_exit`` (default True): if this process dies without leaving the
       ``async with`` (SIGKILL, an unhandled SIGTERM), a guard process SIGKILLs the
       process groups of its (non-detached) running jobs instead of leaving them orphaned;
@@ -96,6 +99,7 @@ class JobRunner:
         max_concurrency: int | None = None,
         detached: bool = False,
         kill_on_host_exit: bool = True,
+        backend: Backend | None = None,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -103,7 +107,9 @@ class JobRunner:
         self.max_concurrency = max_concurrency
         self.detached = detached
         self.kill_on_host_exit = kill_on_host_exit
-        self._launcher = LocalLauncher()
+        #: Where jobs run: this machine (default) or e.g. ``RayJobs(address)`` (a cluster).
+        self.backend: Backend = backend if backend is not None else LocalLauncher()
+        self._launcher = self.backend
         self._guard: HostGuard | None = None
         self._state = _RunnerState.UNOPENED
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -127,6 +133,14 @@ class JobRunner:
             raise RuntimeError("a JobRunner cannot be opened twice")
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        try:
+            await self.backend.open(self._task_group)  # a remote backend connects here
+        except BaseException:
+            # Nothing runs in the group yet: close it cleanly, then report the failure itself.
+            # (No shielding scope around it: trio requires scopes to exit in nesting order.)
+            await self._task_group.__aexit__(None, None, None)
+            self._state = _RunnerState.CLOSED
+            raise
         self._state = _RunnerState.OPEN
         return self
 
@@ -155,6 +169,8 @@ class JobRunner:
             self._state = _RunnerState.CLOSED
             if self._guard is not None:
                 self._guard.close()
+            with anyio.CancelScope(shield=True):
+                await self.backend.aclose()
 
     # -- starting jobs --------------------------------------------------------------
 
@@ -190,7 +206,10 @@ class JobRunner:
         # Inline on purpose: a few small-file operations, well under the 20 ms budget of a
         # loop iteration; a worker-thread hop per job costs more throughput than it saves.
         # No checkpoint lies inside, so a cancellation can never leave a job half-made.
-        job_id, job_dir, meta = create_job(self.root, definition, stdin=stdin, precreate_logs=detached)
+        record = self.backend.record()
+        job_id, job_dir, meta = create_job(
+            self.root, definition, stdin=stdin, precreate_logs=detached or record is not None, backend=record
+        )
         spec = launch_spec(job_dir, meta, env_pairs=env_pairs, cwd=definition.cwd)
         job = Job(job_id, job_dir)
         if self.max_concurrency is None or self._active < self.max_concurrency:

@@ -1,47 +1,93 @@
 """``LaunchSpec``: everything a supervisor needs to start a job's workload.
 
-Kept free of anyio so the CLI can build one without importing an event loop.
+Kept free of anyio so the CLI can build one without importing an event loop, and free of
+``dataclasses``/orjson because ``run`` builds one on every call (see ``_codec``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import orjson
+from ._codec import dumps_compact, loads
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `run` imports this module on every call
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from ._jobdir import JobDir
 
 
-@dataclass
 class LaunchSpec:
-    """What to execute, where, with which environment, limits and log destination."""
+    """What to execute, where, with which environment, limits and log destination.
 
-    job_id: str
-    job_dir: Path
-    command: list[str]
-    wrapper: list[str]
-    cwd: str | None = None
-    env_pairs: list[str] = field(default_factory=list)
-    env_files: list[str] = field(default_factory=list)
-    inherit_env: bool = True
-    base_env: Mapping[str, str] | None = None
-    stdin_file: str | None = None
-    timeout_s: float = 0
-    kill_after_s: float = 0
-    progress_every_s: float = 0
-    full_log: Path | None = None
-    #: Automatic-GC settings to apply after the job (detached supervisors only).
-    auto_gc: dict[str, Any] | None = None
-    #: ``meta.json`` as the launcher wrote it: the supervisor takes the job's definition
-    #: (command, cwd, notification) from here, never from a file someone could replace.
-    meta: dict[str, Any] | None = None
-    #: The job directory held by descriptor; in a detached supervisor it arrives over the
-    #: hand-over socket (``SCM_RIGHTS``) next to the lock. Never serialised.
-    dir: JobDir | None = field(default=None, repr=False, compare=False)
+    ``meta`` is ``meta.json`` as the launcher wrote it: the supervisor takes the job's
+    definition (command, cwd, notification) from here, never from a file someone could
+    replace. ``dir`` is the job directory held by descriptor; in a detached supervisor it
+    arrives over the hand-over socket (``SCM_RIGHTS``) next to the lock. Never serialised.
+    """
+
+    __slots__ = (
+        "auto_gc",
+        "base_env",
+        "command",
+        "cwd",
+        "dir",
+        "env_files",
+        "env_pairs",
+        "full_log",
+        "inherit_env",
+        "job_dir",
+        "job_id",
+        "kill_after_s",
+        "meta",
+        "progress_every_s",
+        "stdin_file",
+        "timeout_s",
+        "wrapper",
+    )
+
+    def __init__(
+        self,
+        job_id: str,
+        job_dir: Path,
+        command: list[str],
+        wrapper: list[str],
+        cwd: str | None = None,
+        env_pairs: list[str] | None = None,
+        env_files: list[str] | None = None,
+        inherit_env: bool = True,
+        base_env: Mapping[str, str] | None = None,
+        stdin_file: str | None = None,
+        timeout_s: float = 0,
+        kill_after_s: float = 0,
+        progress_every_s: float = 0,
+        full_log: Path | None = None,
+        auto_gc: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+        dir: JobDir | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.job_dir = job_dir
+        self.command = command
+        self.wrapper = wrapper
+        self.cwd = cwd
+        self.env_pairs: list[str] = [] if env_pairs is None else env_pairs
+        self.env_files: list[str] = [] if env_files is None else env_files
+        self.inherit_env = inherit_env
+        self.base_env = base_env
+        self.stdin_file = stdin_file
+        self.timeout_s = timeout_s
+        self.kill_after_s = kill_after_s
+        self.progress_every_s = progress_every_s
+        self.full_log = full_log
+        #: Automatic-GC settings to apply after the job (detached supervisors only).
+        self.auto_gc = auto_gc
+        self.meta = meta
+        self.dir = dir
+
+    def __repr__(self) -> str:
+        return f"LaunchSpec(job_id={self.job_id!r}, command={self.command!r})"
 
     def handle(self) -> JobDir:
         """The job directory by descriptor (opened from ``job_dir`` on first use if the
@@ -53,15 +99,15 @@ class LaunchSpec:
         return self.dir
 
     def to_json(self) -> bytes:
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "dir"}
+        data = {name: getattr(self, name) for name in self.__slots__ if name != "dir"}
         data["job_dir"] = str(self.job_dir)
         data["full_log"] = str(self.full_log) if self.full_log else None
         data["base_env"] = dict(self.base_env) if self.base_env is not None else None
-        return orjson.dumps(data)
+        return dumps_compact(data)
 
     @classmethod
     def from_json(cls, raw: bytes) -> LaunchSpec:
-        data = orjson.loads(raw)
+        data = loads(raw)
         data["job_dir"] = Path(data["job_dir"])
         data["full_log"] = Path(data["full_log"]) if data.get("full_log") else None
         return cls(**data)

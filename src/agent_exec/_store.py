@@ -17,17 +17,19 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
-
+from ._codec import loads
 from ._errors import StateCorrupt
 from ._jobdir import MAX_STATE_FILE, JobDir, dump_pretty
 from ._models import JobMeta, JobState, JobStatus
 from ._paths import FILE_MODE, LOCK_FILE, META_FILE, STATE_FILE
 from ._timeutil import now_ts
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: read commands import this module
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 __all__ = [
     "MAX_STATE_FILE",
@@ -133,8 +135,8 @@ def read_json(path: Path) -> Any:
     finally:
         os.close(fd)
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return loads(raw)
+    except ValueError as exc:  # JSONDecodeError, invalid UTF-8, NaN (see _codec)
         raise StateCorrupt(f"failed to parse {path}: {exc}") from None
 
 

@@ -77,7 +77,7 @@ def _help_pseudo_command(args: list[str]) -> list[str]:
     """``agent-exec help [SUBCOMMAND...]`` means ``agent-exec [SUBCOMMAND...] --help``."""
     index = 0
     while index < len(args) and args[index].startswith("-"):
-        index += 2 if args[index] == "--root" else 1
+        index += 2 if args[index] in ("--root", "--backend", "--ray-address") else 1
     if index < len(args) and args[index] == "help":
         return [*args[:index], *args[index + 1 :], "--help"]
     return args

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from . import _grammar as grammar
+from ._help import HelpCommand, HelpGroup, option_settings
 
 VERSION_TEXT = "agent-exec 0.2.3"
 
@@ -40,24 +41,25 @@ def _check_tags(kind: str) -> Any:
 def _parameter(opt: grammar.Opt) -> inspect.Parameter:
     annotation: Any
     default: Any = opt.default
+    shown = option_settings(opt)
     if opt.kind == grammar.FLAG:
-        annotation = Annotated[bool, typer.Option(opt.flag, help=opt.help)]
+        annotation = Annotated[bool, typer.Option(opt.flag, **shown)]
         default = False
     elif opt.kind == grammar.INT:
         maximum = 65535 if opt.check == "u16" else None
-        annotation = Annotated[int | None, typer.Option(opt.flag, help=opt.help, min=0, max=maximum)]
+        annotation = Annotated[int | None, typer.Option(opt.flag, min=0, max=maximum, **shown)]
     elif opt.kind == grammar.MULTI:
         callback = _check_tags(opt.check) if opt.check else None
-        annotation = Annotated[list[str] | None, typer.Option(opt.flag, help=opt.help, callback=callback)]
+        annotation = Annotated[list[str] | None, typer.Option(opt.flag, callback=callback, **shown)]
         default = None
     elif opt.kind == grammar.OPTBOOL:
         choice = enum.Enum("Choice_wait", {"true": "true", "false": "false"}, type=str)  # type: ignore[misc]
-        annotation = Annotated[choice | None, typer.Option(opt.flag, help=opt.help + " Values: true, false.")]  # type: ignore[valid-type]
+        annotation = Annotated[choice | None, typer.Option(opt.flag, **shown)]  # type: ignore[valid-type]
         default = None
     elif opt.choices is not None:
-        annotation = Annotated[_choice_enum(opt) | None, typer.Option(opt.flag, help=opt.help)]  # type: ignore[misc]
+        annotation = Annotated[_choice_enum(opt) | None, typer.Option(opt.flag, **shown)]  # type: ignore[misc]
     else:
-        annotation = Annotated[str | None, typer.Option(opt.flag, help=opt.help)]
+        annotation = Annotated[str | None, typer.Option(opt.flag, **shown)]
     return inspect.Parameter(opt.dest, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
@@ -116,14 +118,24 @@ def _make_callback(command: grammar.Command) -> Any:
                 inspect.Parameter.KEYWORD_ONLY,
                 default=...,
                 annotation=Annotated[
-                    list[str], typer.Argument(metavar="COMMAND...", help="The command to run.")
+                    list[str],
+                    typer.Argument(
+                        metavar="CMD...",
+                        help="The command: one word is a shell string; several are run as argv.",
+                    ),
                 ],
             )
         )
     if command.positional_choice is not None:
         shells = enum.Enum("Shell", {name: name for name in command.positional_choice}, type=str)  # type: ignore[misc]
+        argument = typer.Argument(metavar="SHELL", help=f"One of: {', '.join(command.positional_choice)}.")
         parameters.append(
-            inspect.Parameter("shell", inspect.Parameter.KEYWORD_ONLY, default=..., annotation=shells)
+            inspect.Parameter(
+                "shell",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=...,
+                annotation=Annotated[shells, argument],  # type: ignore[valid-type]
+            )
         )
     callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     callback.__name__ = command.name.replace(" ", "_").replace("-", "_")
@@ -140,6 +152,7 @@ def _print_version(value: bool) -> None:
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="agent-exec",
+        cls=HelpGroup,
         add_completion=False,
         help="Non-interactive job runner for AI agents: every call prints one JSON document.",
         context_settings={"help_option_names": ["-h", "--help"]},
@@ -150,9 +163,17 @@ def build_app() -> typer.Typer:
     @app.callback()
     def main(
         ctx: typer.Context,
-        root: Annotated[str | None, typer.Option("--root", help=grammar.GLOBAL_OPTIONS[0].help)] = None,
+        root: Annotated[
+            str | None, typer.Option("--root", **option_settings(grammar.GLOBAL_OPTIONS[0]))
+        ] = None,
         yaml: Annotated[bool, typer.Option("--yaml", help=grammar.GLOBAL_OPTIONS[1].help)] = False,
-        verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More diagnostics.")] = 0,
+        verbose: Annotated[
+            int, typer.Option("--verbose", "-v", count=True, help=grammar.GLOBAL_OPTIONS[2].help)
+        ] = 0,
+        backend: Annotated[str | None, typer.Option("--backend", help=grammar.GLOBAL_OPTIONS[3].help)] = None,
+        ray_address: Annotated[
+            str | None, typer.Option("--ray-address", help=grammar.GLOBAL_OPTIONS[4].help)
+        ] = None,
         _version: Annotated[
             bool,
             typer.Option(
@@ -160,7 +181,15 @@ def build_app() -> typer.Typer:
             ),
         ] = False,
     ) -> None:
-        ctx.obj = {"root": root, "yaml": yaml, "verbose": verbose}
+        if backend is not None and backend not in ("local", "ray"):
+            raise typer.BadParameter(f"{backend!r} is not one of 'local', 'ray'", param_hint="'--backend'")
+        ctx.obj = {
+            "root": root,
+            "yaml": yaml,
+            "verbose": verbose,
+            "backend": backend,
+            "ray_address": ray_address,
+        }
 
     groups: dict[str, typer.Typer] = {}
     for command in grammar.COMMANDS.values():
@@ -173,12 +202,16 @@ def build_app() -> typer.Typer:
         if " " in name:
             group, name = name.split(" ", 1)
             if group not in groups:
-                groups[group] = typer.Typer(help=f"{group.capitalize()} commands.", no_args_is_help=False)
+                groups[group] = typer.Typer(
+                    cls=HelpGroup, help=f"{group.capitalize()} commands.", no_args_is_help=False
+                )
                 app.add_typer(groups[group], name=group)
             target = groups[group]
-        target.command(name, help=command.help, context_settings=settings)(callback)
+        target.command(name, cls=HelpCommand, help=command.help, context_settings=settings)(callback)
         for alias in command.aliases:
-            target.command(alias, help=f"Alias of {name}.", context_settings=settings, hidden=False)(callback)
+            target.command(
+                alias, cls=HelpCommand, help=f"Alias of {name}.", context_settings=settings, hidden=False
+            )(callback)
     return app
 
 

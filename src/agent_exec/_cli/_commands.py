@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from .._errors import InvalidArgument, StdinRequired
 from .._paths import canonical_cwd, resolve_root
 
-Params = dict[str, Any]
-Result = tuple[str, dict[str, Any]]
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every CLI call imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any
+
+    Params = dict[str, Any]
+    Result = tuple[str, dict[str, Any]]
 
 
 def _root(g: Params) -> Path:
@@ -82,6 +85,8 @@ def _definition(p: Params, wrapper: list[str]) -> Any:
 
 
 def _stdin_source(p: Params) -> Any:
+    from pathlib import Path
+
     if p["stdin_file"] is not None:
         return Path(p["stdin_file"])
     if p["stdin"] is None:
@@ -101,8 +106,6 @@ def _observation(p: Params) -> tuple[bool, int, bool]:
 
 
 def _gc_settings(p: Params, config: Any) -> Any:
-    import dataclasses
-
     settings = config.gc
     if p["no_auto_gc"] or not settings.auto:
         return None
@@ -112,10 +115,12 @@ def _gc_settings(p: Params, config: Any) -> Any:
         settings.max_jobs = p["auto_gc_max_jobs"]
     if p["auto_gc_max_bytes"] is not None:
         settings.max_bytes = p["auto_gc_max_bytes"]
-    return dataclasses.asdict(settings)
+    return settings.to_dict()
 
 
 def cmd_run(p: Params, g: Params) -> Result:
+    from pathlib import Path
+
     from .._config import load_config, resolve_wrapper
     from .._jobs import (
         create_job_dir,
@@ -135,6 +140,9 @@ def cmd_run(p: Params, g: Params) -> Result:
     stdin = _stdin_source(p)
     if p["log"]:
         require_text(p["log"], "--log")
+    kind, address = _backend(g, config)
+    if kind == "ray":
+        return "run", _run_on_ray(p, root, definition, stdin, address, clock)
     from .._launch import take_supervisor
 
     supervisor = take_supervisor()  # before anything exists: a failed fork leaves nothing
@@ -176,14 +184,69 @@ def cmd_run(p: Params, g: Params) -> Result:
     return "run", data
 
 
+def _backend(g: Params, config: Any) -> tuple[str, str]:
+    from .._config import resolve_backend
+
+    return resolve_backend(g.get("backend"), g.get("ray_address"), config)
+
+
+def _run_on_ray(
+    p: Params, root: Path, definition: Any, stdin: Any, address: str, clock: float
+) -> dict[str, Any]:
+    """``run`` on a Ray cluster: reach the head first (unreachable: an error, nothing
+    created), record the job ``created``, submit it, hand it to its detached watcher. If
+    Ray refuses the job, nothing is left behind (as for bad input)."""
+    from .._backends.ray_cli import launch_on_ray, ray_client_for
+    from .._jobs import create_job_dir, created_state, launch_spec, observe_launched, run_data
+    from .._store import supervision_claim
+
+    client = ray_client_for(address)
+    job, meta = create_job_dir(
+        root,
+        definition,
+        stdin=stdin,
+        stdin_max_bytes=p["stdin_max_bytes"],
+        initial_state=created_state,
+        backend={"kind": "ray", "address": address},
+    )
+    job_dir = job.path
+    job.close()
+    spec = launch_spec(
+        job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=Path(p["log"]) if p["log"] else None
+    )
+    try:
+        with supervision_claim(job_dir) as lock_fd:
+            assert lock_fd is not None  # a brand-new job directory
+            launch_on_ray(client, address, spec, meta, lock_fd)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise
+    wait, until, forever = _observation(p)
+    state, waited_ms = observe_launched(job_dir, meta.job_id, wait=wait, until=until, forever=forever)
+    return run_data(
+        meta.job_id,
+        job_dir,
+        state,
+        tags=meta.tags,
+        env_vars=meta.env_vars,
+        elapsed_ms=int((time.monotonic() - clock) * 1000),
+        waited_ms=waited_ms,
+        max_bytes=p["max_bytes"],
+    )
+
+
 def cmd_create(p: Params, g: Params) -> Result:
     from .._config import load_config, resolve_wrapper
     from .._jobs import create_job_dir, created_state, require_text
     from .._paths import STDERR_LOG, STDOUT_LOG
 
-    wrapper = resolve_wrapper(
-        p["shell_wrapper"], load_config(p["config"]) if p["shell_wrapper"] is None else _no_config()
-    )
+    config = load_config(p["config"]) if p["shell_wrapper"] is None else _no_config()
+    wrapper = resolve_wrapper(p["shell_wrapper"], config)
+    if p["shell_wrapper"] is not None and g.get("backend") is None:
+        config = _config_quietly(p["config"])
+    kind, address = _backend(g, config)
     root = _root(g)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
@@ -197,6 +260,7 @@ def cmd_create(p: Params, g: Params) -> Result:
         stdin_max_bytes=p["stdin_max_bytes"],
         persist_runtime_env=True,
         initial_state=created_state,
+        backend={"kind": "ray", "address": address} if kind == "ray" else None,
     )
     job_dir.close()
     return "create", {
@@ -220,6 +284,17 @@ def _no_config() -> Any:
     from .._config import Config
 
     return Config()
+
+
+def _config_quietly(path: str | None) -> Any:
+    """The config for the backend choice only, where a broken file was never an error."""
+    from .._config import load_config
+    from .._errors import ConfigError
+
+    try:
+        return load_config(path)
+    except ConfigError:
+        return _no_config()
 
 
 def cmd_start(p: Params, g: Params) -> Result:

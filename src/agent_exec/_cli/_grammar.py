@@ -8,7 +8,9 @@ which is generated from the same table so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every CLI call imports this module
+if TYPE_CHECKING:
+    from typing import Any
 
 FLAG = "flag"  # switch, no value
 STR = "str"  # one string value
@@ -29,14 +31,22 @@ def is_tag_pattern(value: str) -> bool:
     return is_tag(value[:-2] if value.endswith(".*") else value)
 
 
+#: Help sections of a command's options, in this order (a command whose options all sit
+#: in one section, or in none, lists them under plain "Options").
+DEFINITION, OBSERVATION, NOTIFICATION, AUTO_GC = "Definition", "Observation", "Notification", "Auto-GC"
+PANELS = (DEFINITION, OBSERVATION, NOTIFICATION, AUTO_GC)
+_DEFAULT_METAVAR = {STR: "TEXT", INT: "N", MULTI: "TEXT", OPTBOOL: "[true|false]"}
+
+
 class Opt:
-    """One option: its flag, destination parameter, value kind and help text.
+    """One option: its flag, destination parameter, value kind and help text, and how
+    ``--help`` shows it (``metavar``: ``SECONDS``, ``PATH``...; ``panel``: its section).
 
     (Plain classes rather than dataclasses here: this module is on the start-up path of
     every CLI call, and generating dataclass methods costs milliseconds.)
     """
 
-    __slots__ = ("check", "choices", "default", "dest", "flag", "help", "kind")
+    __slots__ = ("check", "choices", "default", "dest", "flag", "help", "kind", "metavar", "panel")
 
     def __init__(
         self,
@@ -47,9 +57,15 @@ class Opt:
         choices: tuple[str, ...] | None = None,
         check: str | None = None,  # "tag" | "tag_pattern" | "u16"
         default: Any = None,
+        *,
+        metavar: str | None = None,
+        panel: str | None = None,
     ) -> None:
         self.flag, self.dest, self.kind, self.help = flag, dest, kind, help
         self.choices, self.check, self.default = choices, check, default
+        if metavar is None and kind in _DEFAULT_METAVAR:
+            metavar = "|".join(choices) if choices else _DEFAULT_METAVAR[kind]
+        self.metavar, self.panel = metavar, panel
 
 
 class Command:
@@ -86,63 +102,254 @@ class Command:
 
 
 GLOBAL_OPTIONS = (
-    Opt("--root", "root", STR, "Jobs root directory (default: $AGENT_EXEC_ROOT, then XDG data dir)."),
+    Opt(
+        "--root",
+        "root",
+        STR,
+        "Jobs root directory (default: $AGENT_EXEC_ROOT, then XDG data dir).",
+        metavar="PATH",
+    ),
     Opt("--yaml", "yaml", FLAG, "Print the response as YAML instead of JSON."),
     Opt("--verbose", "verbose", COUNT, "More diagnostics on stderr (-v info, -vv debug)."),
+    Opt(
+        "--backend",
+        "backend",
+        STR,
+        "Where run/create send jobs: local or ray (default: $AGENT_EXEC_BACKEND, config, local).",
+        choices=("local", "ray"),
+    ),
+    Opt(
+        "--ray-address",
+        "ray_address",
+        STR,
+        "Ray Jobs API address (default: $AGENT_EXEC_RAY_ADDRESS, config, http://127.0.0.1:8265).",
+    ),
 )
+#: Global options that take a value, and where they go.
+GLOBAL_VALUES = {"--root": "root", "--backend": "backend", "--ray-address": "ray_address"}
 
 _AUTO_GC = (
-    Opt("--no-auto-gc", "no_auto_gc", FLAG, "Skip automatic garbage collection."),
-    Opt("--auto-gc-older-than", "auto_gc_older_than", STR, "Auto-GC retention (30d, 24h, 60m, 3600s)."),
-    Opt("--auto-gc-max-jobs", "auto_gc_max_jobs", INT, "Auto-GC max-jobs policy."),
-    Opt("--auto-gc-max-bytes", "auto_gc_max_bytes", INT, "Auto-GC max-bytes policy."),
+    Opt("--no-auto-gc", "no_auto_gc", FLAG, "Skip automatic garbage collection.", panel=AUTO_GC),
+    Opt(
+        "--auto-gc-older-than",
+        "auto_gc_older_than",
+        STR,
+        "Auto-GC retention (30d, 24h, 60m, 3600s).",
+        metavar="AGE",
+        panel=AUTO_GC,
+    ),
+    Opt("--auto-gc-max-jobs", "auto_gc_max_jobs", INT, "Auto-GC max-jobs policy.", panel=AUTO_GC),
+    Opt(
+        "--auto-gc-max-bytes",
+        "auto_gc_max_bytes",
+        INT,
+        "Auto-GC max-bytes policy.",
+        metavar="BYTES",
+        panel=AUTO_GC,
+    ),
 )
 _OBSERVE = (
-    Opt("--wait", "wait", OPTBOOL, "Wait for inline output (default true).", default=True),
-    Opt("--until", "until", INT, "Maximum seconds to wait for inline output.", default=10),
-    Opt("--forever", "forever", FLAG, "Wait without a deadline."),
-    Opt("--no-wait", "no_wait", FLAG, "Return immediately after launching."),
-    Opt("--max-bytes", "max_bytes", INT, "Bytes of each stream's head included inline.", default=65536),
+    Opt("--wait", "wait", OPTBOOL, "Wait for inline output (default true).", default=True, panel=OBSERVATION),
+    Opt(
+        "--until",
+        "until",
+        INT,
+        "Maximum seconds to wait for inline output.",
+        default=10,
+        metavar="SECONDS",
+        panel=OBSERVATION,
+    ),
+    Opt("--forever", "forever", FLAG, "Wait without a deadline.", panel=OBSERVATION),
+    Opt("--no-wait", "no_wait", FLAG, "Return immediately after launching.", panel=OBSERVATION),
+    Opt(
+        "--max-bytes",
+        "max_bytes",
+        INT,
+        "Bytes of each stream's head included inline.",
+        default=65536,
+        metavar="BYTES",
+        panel=OBSERVATION,
+    ),
 )
 _OUTPUT_MATCH = (
-    Opt("--output-pattern", "output_pattern", STR, "Emit job.output.matched for lines matching this."),
-    Opt("--output-match-type", "output_match_type", STR, "contains or regex.", choices=("contains", "regex")),
+    Opt(
+        "--output-pattern",
+        "output_pattern",
+        STR,
+        "Emit job.output.matched for lines matching this.",
+        metavar="PATTERN",
+        panel=NOTIFICATION,
+    ),
+    Opt(
+        "--output-match-type",
+        "output_match_type",
+        STR,
+        "How --output-pattern matches (default contains).",
+        choices=("contains", "regex"),
+        panel=NOTIFICATION,
+    ),
     Opt(
         "--output-stream",
         "output_stream",
         STR,
-        "Which stream to match.",
+        "Which stream to match (default either).",
         choices=("stdout", "stderr", "either"),
+        panel=NOTIFICATION,
     ),
-    Opt("--output-command", "output_command", STR, "Shell command run for each matching line."),
-    Opt("--output-file", "output_file", STR, "NDJSON file receiving each match event."),
+    Opt(
+        "--output-command",
+        "output_command",
+        STR,
+        "Shell command run for each matching line.",
+        metavar="SHELL_CMD",
+        panel=NOTIFICATION,
+    ),
+    Opt(
+        "--output-file",
+        "output_file",
+        STR,
+        "NDJSON file receiving each match event.",
+        metavar="PATH",
+        panel=NOTIFICATION,
+    ),
 )
 _DEFINITION = (
-    Opt("--timeout", "timeout", INT, "Runtime limit in seconds (0 = none).", default=0),
-    Opt("--kill-after", "kill_after", INT, "Seconds between SIGTERM and SIGKILL on timeout.", default=0),
-    Opt("--cwd", "cwd", STR, "Working directory of the job."),
-    Opt("--env", "env", MULTI, "KEY=VALUE for the job's environment (repeatable)."),
-    Opt("--env-file", "env_file", MULTI, "Env file read when the job starts (repeatable)."),
-    Opt("--no-inherit-env", "no_inherit_env", FLAG, "Start from an empty environment."),
-    Opt("--inherit-env", "inherit_env", FLAG, "Inherit the caller's environment (the default)."),
-    Opt("--mask", "mask", MULTI, "Show this --env key's value as *** (repeatable)."),
-    Opt("--stdin", "stdin", STR, "Stdin content for the job; '-' reads the caller's stdin."),
-    Opt("--stdin-file", "stdin_file", STR, "File copied as the job's stdin."),
-    Opt("--stdin-max-bytes", "stdin_max_bytes", INT, "Size limit for stdin.", default=67108864),
-    Opt("--tag", "tag", MULTI, "Tag for the job (repeatable).", check="tag"),
-    Opt("--progress-every", "progress_every", INT, "Refresh updated_at every N seconds.", default=0),
-    Opt("--notify-command", "notify_command", STR, "Shell command run when the job finishes."),
-    Opt("--notify-file", "notify_file", STR, "NDJSON file receiving the job.finished event."),
+    Opt(
+        "--timeout",
+        "timeout",
+        INT,
+        "Runtime limit in seconds (0 = none).",
+        default=0,
+        metavar="SECONDS",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--kill-after",
+        "kill_after",
+        INT,
+        "Seconds between SIGTERM and SIGKILL on timeout.",
+        default=0,
+        metavar="SECONDS",
+        panel=DEFINITION,
+    ),
+    Opt("--cwd", "cwd", STR, "Working directory of the job.", metavar="DIR", panel=DEFINITION),
+    Opt(
+        "--env",
+        "env",
+        MULTI,
+        "Set a variable in the job's environment (repeatable).",
+        metavar="KEY=VALUE",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--env-file",
+        "env_file",
+        MULTI,
+        "Env file read when the job starts (repeatable).",
+        metavar="PATH",
+        panel=DEFINITION,
+    ),
+    Opt("--no-inherit-env", "no_inherit_env", FLAG, "Start from an empty environment.", panel=DEFINITION),
+    Opt(
+        "--inherit-env",
+        "inherit_env",
+        FLAG,
+        "Inherit the caller's environment (the default).",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--mask",
+        "mask",
+        MULTI,
+        "Show this --env key's value as *** (repeatable).",
+        metavar="KEY",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--stdin",
+        "stdin",
+        STR,
+        "Stdin content for the job; '-' reads the caller's stdin.",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--stdin-file", "stdin_file", STR, "File copied as the job's stdin.", metavar="PATH", panel=DEFINITION
+    ),
+    Opt(
+        "--stdin-max-bytes",
+        "stdin_max_bytes",
+        INT,
+        "Size limit for stdin.",
+        default=67108864,
+        metavar="BYTES",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--tag",
+        "tag",
+        MULTI,
+        "Tag for the job (repeatable).",
+        check="tag",
+        metavar="TAG",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--progress-every",
+        "progress_every",
+        INT,
+        "Refresh updated_at every N seconds.",
+        default=0,
+        metavar="SECONDS",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--notify-command",
+        "notify_command",
+        STR,
+        "Shell command run when the job finishes.",
+        metavar="SHELL_CMD",
+        panel=NOTIFICATION,
+    ),
+    Opt(
+        "--notify-file",
+        "notify_file",
+        STR,
+        "NDJSON file receiving the job.finished event.",
+        metavar="PATH",
+        panel=NOTIFICATION,
+    ),
     *_OUTPUT_MATCH,
-    Opt("--config", "config", STR, "Config file (default $XDG_CONFIG_HOME/agent-exec/config.toml)."),
-    Opt("--shell-wrapper", "shell_wrapper", STR, 'Wrapper used to launch commands (default "sh -lc").'),
+    Opt(
+        "--config",
+        "config",
+        STR,
+        "Config file (default $XDG_CONFIG_HOME/agent-exec/config.toml).",
+        metavar="PATH",
+        panel=DEFINITION,
+    ),
+    Opt(
+        "--shell-wrapper",
+        "shell_wrapper",
+        STR,
+        'Wrapper used to launch commands (default "sh -lc").',
+        metavar="WRAPPER",
+        panel=DEFINITION,
+    ),
 )
+_TAG_OPTION = Opt("--tag", "tag", MULTI, "Tag for the job (repeatable).", check="tag", metavar="TAG")
 _DEFINITION_CONFLICTS = (("no_inherit_env", "inherit_env"), ("stdin", "stdin_file"))
 _CWD_SCOPE = (
     Opt("--limit", "limit", INT, "Maximum number of jobs (0 = unlimited).", default=50),
-    Opt("--cwd", "cwd", STR, "Only jobs started in this directory."),
+    Opt("--cwd", "cwd", STR, "Only jobs started in this directory.", metavar="DIR"),
     Opt("--all", "all", FLAG, "Jobs from every directory."),
-    Opt("--tag", "tag", MULTI, "Only jobs with a tag matching this (tag or ns.*).", check="tag_pattern"),
+    Opt(
+        "--tag",
+        "tag",
+        MULTI,
+        "Only jobs with a tag matching this (tag or ns.*).",
+        check="tag_pattern",
+        metavar="PATTERN",
+    ),
 )
 STATES = ("created", "running", "exited", "killed", "failed", "unknown")
 
@@ -155,7 +362,14 @@ COMMANDS: dict[str, Command] = {
             (
                 *_AUTO_GC,
                 *_DEFINITION,
-                Opt("--log", "log", STR, "Alternative path of the combined log."),
+                Opt(
+                    "--log",
+                    "log",
+                    STR,
+                    "Alternative path of the combined log.",
+                    metavar="PATH",
+                    panel=DEFINITION,
+                ),
                 *_OBSERVE,
             ),
             rest=True,
@@ -200,7 +414,14 @@ COMMANDS: dict[str, Command] = {
                 Opt(
                     "--tail-lines", "tail_lines", INT, "Trailing lines per stream (0 = no limit).", default=50
                 ),
-                Opt("--max-bytes", "max_bytes", INT, "Only the last N bytes of each log.", default=65536),
+                Opt(
+                    "--max-bytes",
+                    "max_bytes",
+                    INT,
+                    "Only the last BYTES bytes of each log.",
+                    default=65536,
+                    metavar="BYTES",
+                ),
             ),
             job_id="required",
         ),
@@ -208,10 +429,24 @@ COMMANDS: dict[str, Command] = {
             "wait",
             "Block until a job finishes (or the deadline passes).",
             (
-                Opt("--poll", "poll", INT, "Poll interval in seconds for created jobs.", default=1),
-                Opt("--until", "until", INT, "Deadline in seconds.", default=30),
+                Opt(
+                    "--poll",
+                    "poll",
+                    INT,
+                    "Poll interval in seconds for created jobs.",
+                    default=1,
+                    metavar="SECONDS",
+                ),
+                Opt("--until", "until", INT, "Deadline in seconds.", default=30, metavar="SECONDS"),
                 Opt("--forever", "forever", FLAG, "No deadline."),
-                Opt("--max-bytes", "max_bytes", INT, "Bytes of each stream's head included.", default=65536),
+                Opt(
+                    "--max-bytes",
+                    "max_bytes",
+                    INT,
+                    "Bytes of each stream's head included.",
+                    default=65536,
+                    metavar="BYTES",
+                ),
             ),
             job_id="required",
             conflicts=(("until", "forever"),),
@@ -226,6 +461,7 @@ COMMANDS: dict[str, Command] = {
                     STR,
                     "Signal name or number (TERM, INT, KILL, HUP, 9...).",
                     default="TERM",
+                    metavar="SIGNAL",
                 ),
                 Opt("--no-wait", "no_wait", FLAG, "Do not wait to observe the outcome."),
             ),
@@ -245,24 +481,30 @@ COMMANDS: dict[str, Command] = {
             "gc",
             "Garbage-collect old finished jobs.",
             (
-                Opt("--older-than", "older_than", STR, "Retention (30d, 24h, 60m, 3600s)."),
+                Opt("--older-than", "older_than", STR, "Retention (30d, 24h, 60m, 3600s).", metavar="AGE"),
                 Opt("--max-jobs", "max_jobs", INT, "Keep at most N old jobs."),
-                Opt("--max-bytes", "max_bytes", INT, "Byte budget for old jobs."),
+                Opt("--max-bytes", "max_bytes", INT, "Byte budget for old jobs.", metavar="BYTES"),
                 Opt("--dry-run", "dry_run", FLAG, "Report only."),
             ),
         ),
         Command(
             "list",
             "List jobs.",
-            (*_CWD_SCOPE, Opt("--state", "state", STR, "Only jobs in this state.", choices=STATES)),
+            (
+                *_CWD_SCOPE,
+                Opt("--state", "state", STR, "Only jobs in this state.", choices=STATES, metavar="STATE"),
+            ),
             conflicts=(("cwd", "all"),),
         ),
         Command("ps", "List running jobs.", _CWD_SCOPE, conflicts=(("cwd", "all"),)),
-        Command("tag set", "Replace a job's tags.", (_DEFINITION[11],), job_id="required"),
+        Command("tag set", "Replace a job's tags.", (_TAG_OPTION,), job_id="required"),
         Command(
             "notify set",
             "Update a job's notification settings.",
-            (Opt("--command", "command", STR, "Completion command."), *_OUTPUT_MATCH),
+            (
+                Opt("--command", "command", STR, "Completion command.", metavar="SHELL_CMD"),
+                *_OUTPUT_MATCH,
+            ),
             job_id="required",
         ),
         Command("schema", "Print the JSON Schema of every response."),
@@ -283,10 +525,24 @@ COMMANDS: dict[str, Command] = {
             "serve",
             "Serve the job store over HTTP.",
             (
-                Opt("--bind", "bind", STR, "IP:PORT to listen on (default 127.0.0.1:19263)."),
-                Opt("--port", "port", INT, "Shorthand for --bind 127.0.0.1:PORT.", check="u16"),
+                Opt(
+                    "--bind",
+                    "bind",
+                    STR,
+                    "Address to listen on (default 127.0.0.1:19263).",
+                    metavar="IP:PORT",
+                ),
+                Opt(
+                    "--port", "port", INT, "Shorthand for --bind 127.0.0.1:PORT.", check="u16", metavar="PORT"
+                ),
                 Opt("--insecure", "insecure", FLAG, "Allow a non-loopback bind (requires a token)."),
-                Opt("--allow-origin", "allow_origin", STR, "Enable CORS for exactly this origin."),
+                Opt(
+                    "--allow-origin",
+                    "allow_origin",
+                    STR,
+                    "Enable CORS for exactly this origin.",
+                    metavar="ORIGIN",
+                ),
                 Opt("--auth-reads", "auth_reads", FLAG, "Require the token on read endpoints too."),
             ),
             conflicts=(("bind", "port"),),
@@ -326,15 +582,20 @@ def _parse_global(token: str, argv: list[str], index: int, out: dict[str, Any]) 
     if token == "--yaml":
         out["yaml"] = True
         return index + 1
-    if token == "--root":
-        if index + 1 >= len(argv):
-            raise Decline
-        out["root"] = argv[index + 1]
-        return index + 2
-    if token.startswith("--root="):
-        out["root"] = token[len("--root=") :]
-        return index + 1
-    return None
+    flag, has_value, inline = token.partition("=")
+    dest = GLOBAL_VALUES.get(flag)
+    if dest is None:
+        return None
+    if has_value:
+        value, next_index = inline, index + 1
+    elif index + 1 < len(argv):
+        value, next_index = argv[index + 1], index + 2
+    else:
+        raise Decline
+    if dest == "backend" and value not in ("local", "ray"):
+        raise Decline
+    out[dest] = value
+    return next_index
 
 
 def _convert(opt: Opt, value: str) -> Any:
@@ -374,7 +635,13 @@ def defaults(command: Command) -> dict[str, Any]:
 
 def parse(argv: list[str]) -> Invocation:
     """Parse a well-formed invocation; raise :class:`Decline` for anything else."""
-    globals_: dict[str, Any] = {"root": None, "yaml": False, "verbose": 0}
+    globals_: dict[str, Any] = {
+        "root": None,
+        "yaml": False,
+        "verbose": 0,
+        "backend": None,
+        "ray_address": None,
+    }
     index = 0
     while index < len(argv) and argv[index].startswith("-"):
         next_index = _parse_global(argv[index], argv, index, globals_)
@@ -485,7 +752,7 @@ def hoist_globals(argv: list[str]) -> list[str]:
     index = 0
     while index < len(argv) and argv[index].startswith("-") and argv[index] != "--":
         head.append(argv[index])
-        if argv[index] == "--root" and index + 1 < len(argv):
+        if argv[index] in GLOBAL_VALUES and index + 1 < len(argv):
             head.append(argv[index + 1])
             index += 1
         index += 1
@@ -507,11 +774,15 @@ def hoist_globals(argv: list[str]) -> list[str]:
         if token == "--" or (command.rest and (not token.startswith("-") or token == "-")):
             body.extend(argv[index:])
             break
-        if token in ("--yaml", "--verbose") or _is_short_verbose(token) or token.startswith("--root="):
+        if (
+            token in ("--yaml", "--verbose")
+            or _is_short_verbose(token)
+            or ("=" in token and token.partition("=")[0] in GLOBAL_VALUES)
+        ):
             head.append(token)
             index += 1
             continue
-        if token == "--root":
+        if token in GLOBAL_VALUES:
             head.extend(argv[index : index + 2])
             index += 2
             continue

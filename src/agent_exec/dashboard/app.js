@@ -341,7 +341,7 @@ function renderJob(job) {
   $("kill-button").disabled = !running;
   $("kill-signal").disabled = !running;
   $("delete-button").disabled = !TERMINAL.has(job.state);
-  $("restart-button").disabled = !TERMINAL.has(job.state);
+  $("restart-button").disabled = !(running || TERMINAL.has(job.state));
 }
 
 /** Two-step buttons: the first click arms, the second (within 4 s) acts. */
@@ -469,9 +469,12 @@ function wire() {
     const doc = await runAction("delete", {});
     if (doc) location.hash = "#/"; // route() refreshes the list
   });
-  armed($("restart-button"), () => "Confirm restart", async () => {
-    const doc = await runAction("restart", {});
-    if (doc && doc.job_id) location.hash = `#/job/${encodeURIComponent(doc.job_id)}`;
+  armed($("restart-button"), () => (app.job && app.job.state === "running" ? `Confirm restart (${$("kill-signal").value})` : "Confirm restart"), async () => {
+    const doc = await runAction("restart", { signal: $("kill-signal").value });
+    if (doc) {
+      actionResult(doc.joined ? "joined a restart already in progress" : `restarted \u00B7 job is ${doc.state}`, true);
+      logView.reset(app.jobId, currentStream()); // same id, emptied logs
+    }
     kick();
   });
   window.addEventListener("hashchange", route);

@@ -1,0 +1,161 @@
+"""JSON encoding and decoding, with the encoder chosen by what the call costs in total.
+
+orjson is several times faster per document than the standard library's ``json``, but
+importing it costs more than starting the interpreter (its initialisation imports
+``dataclasses``, ``inspect``, ``uuid``, ``platform``, ``enum`` and ``json``). A read
+command prints one small document after parsing one or two small files: there the
+standard library (whose import is a fraction of orjson's) is faster from start to exit.
+Bulk work (``list`` over thousands of jobs, the supervisor, the library, ``serve``)
+imports orjson, and from then on every call here uses it.
+
+Both encoders produce the same bytes for the documents agent-exec writes (compact
+separators, insertion key order, non-ASCII literal, control characters as ``\\uXXXX`` or
+the short escapes); :func:`dumps_line` hands anything where they could differ (floats,
+integers beyond 64 bits, non-``str`` keys, other types) to orjson.
+``tests/test_codec.py`` compares them on tricky documents.
+"""
+
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module is on every CLI call's path
+if TYPE_CHECKING:
+    from typing import Any
+
+#: Above this many files to parse, importing orjson pays for itself (see README, Benchmarks).
+BULK_THRESHOLD = 300
+
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+
+
+def use_orjson() -> None:
+    """Switch this process to orjson (bulk callers: parsing many files, long-lived hosts)."""
+    import orjson  # noqa: F401
+
+
+def _loaded() -> bool:
+    return "orjson" in sys.modules
+
+
+_decoder: Any = None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON constant {name}")  # orjson refuses NaN/Infinity too
+
+
+def loads(raw: bytes) -> Any:
+    """Parse a JSON document; raise :class:`ValueError` if it is not valid JSON.
+
+    Both parsers refuse ``NaN``/``Infinity`` and invalid UTF-8.
+    """
+    if _loaded():
+        import orjson
+
+        return orjson.loads(raw)
+    global _decoder
+    if _decoder is None:  # one decoder for the process (json.loads with options makes one per call)
+        import json
+
+        _decoder = json.JSONDecoder(parse_constant=_reject_constant)
+    try:
+        return _decoder.decode(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _plain(value: object) -> bool:
+    """True if the standard library encodes ``value`` exactly as orjson does."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
+    if kind is dict:
+        return all(type(key) is str and _plain(item) for key, item in value.items())  # type: ignore[attr-defined]
+    if kind is list or kind is tuple:
+        return all(_plain(item) for item in value)  # type: ignore[attr-defined]
+    return False
+
+
+def _lossy(text: str) -> bytes:
+    """UTF-8 of ``text`` with unpaired surrogates as U+FFFD: an undecodable byte of argv
+    (``surrogateescape``) becomes one U+FFFD, as ``utf-8-lossy`` log output shows it."""
+    import re
+
+    text = re.sub("[\ud800-\udc7f\udd00-\udfff]", "\ufffd", text)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
+
+
+def dumps_line(document: Any, *, sort_keys: bool = False) -> bytes:
+    """One compact JSON line (non-ASCII kept literal) ending in a newline.
+
+    A string that is not valid Unicode (a command word or job id given as undecodable
+    bytes) is written with U+FFFD in place of the bad bytes, never refused.
+    """
+    if _loaded() or not _plain(document):
+        try:
+            return orjson_line(document, sort_keys=sort_keys)
+        except TypeError:
+            if not _plain(document):
+                raise
+    return stdlib_line(document, sort_keys=sort_keys)
+
+
+def orjson_line(document: Any, *, sort_keys: bool = False) -> bytes:
+    """:func:`dumps_line` with orjson (raises ``TypeError`` on a string that is not Unicode)."""
+    import orjson
+
+    option = orjson.OPT_APPEND_NEWLINE | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    return orjson.dumps(document, option=option)  # type: ignore[no-any-return]
+
+
+def stdlib_line(document: Any, *, sort_keys: bool = False) -> bytes:
+    """:func:`dumps_line` with the standard library (for documents :func:`_plain` accepts)."""
+    import json
+
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _lossy(text)
+
+
+def dumps_compact(document: Any) -> bytes:
+    """Compact JSON without a newline, for data passed between our own processes (where
+    the exact bytes do not matter, so floats take the standard library's form too).
+
+    A string that is not valid Unicode is refused (a ``TypeError``, as orjson refuses
+    it), never altered: this carries a job's data.
+    """
+    if _loaded():
+        import orjson
+
+        return orjson.dumps(document)  # type: ignore[no-any-return]
+    import json
+
+    try:
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        import orjson
+
+        return orjson.dumps(document)  # type: ignore[no-any-return]
+
+
+def dumps_pretty(document: Any) -> bytes:
+    """Two-space indented JSON without a trailing newline (the state-file layout)."""
+    if _loaded() or not _plain(document):
+        import orjson
+
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2)  # type: ignore[no-any-return]
+    import json
+
+    try:
+        return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
+    except UnicodeEncodeError:  # refused as orjson refuses it (a TypeError naming the cause)
+        import orjson
+
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2)  # type: ignore[no-any-return]
