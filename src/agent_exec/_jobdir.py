@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 
 from ._codec import dumps_pretty, loads
-from ._errors import StateCorrupt
+from ._errors import TRANSIENT_ERRNOS, StateCorrupt
 from ._paths import FILE_MODE
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every read command imports this module
@@ -52,6 +52,12 @@ class StateUnreadable(StateCorrupt):
     def __init__(self, message: str, os_errno: int | None) -> None:
         super().__init__(message)
         self.os_errno = os_errno
+        if os_errno in TRANSIENT_ERRNOS:
+            # Descriptor or memory pressure is no corruption: report it as the passing OS
+            # condition it is (``io_error``, retryable), while callers that skip unreadable
+            # jobs (``except StateCorrupt``) still do.
+            self.code = "io_error"
+            self.retryable = True
 
 
 def dump_pretty(data: Any) -> bytes:
