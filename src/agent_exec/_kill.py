@@ -72,7 +72,21 @@ def _kill(
         return data
     # Long-lived hosts (serve, mcp) probe the lock instead of parking a thread on it.
     watch: Watch = PollingWatch(job_dir) if polling else SupervisorWatch(job_dir)
-    deadline = started + 3.0
+    return observe_outcome(job_dir, data, state, watch, started=started, patience=3.0)
+
+
+def observe_outcome(
+    job_dir: JobDir | Path,
+    data: dict[str, Any],
+    state: JobState,
+    watch: Watch,
+    *,
+    started: float,
+    patience: float,
+) -> dict[str, Any]:
+    """Watch a signalled job for up to ``patience`` seconds after ``started`` and report the
+    outcome its supervisor (or watcher) records: the truth, never an optimistic ``killed``."""
+    deadline = started + patience
     while True:
         try:
             state = read_state(job_dir)

@@ -15,11 +15,9 @@ import contextlib
 import errno
 import fcntl
 import os
-import stat
 import time
 from pathlib import Path
 
-from ._codec import loads
 from ._errors import StateCorrupt
 from ._jobdir import MAX_STATE_FILE, JobDir, dump_pretty
 from ._models import JobMeta, JobState, JobStatus
@@ -42,7 +40,6 @@ __all__ = [
     "lock_held_elsewhere",
     "open_lock",
     "pid_alive",
-    "read_json",
     "read_meta",
     "read_state",
     "read_state_raw",
@@ -110,34 +107,6 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = FILE_MODE) -> Non
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, dump_pretty(data))
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; raise :class:`StateCorrupt` naming the file if that fails.
-
-    Only a regular file of sane size is read: a FIFO, device or symlink planted in place of
-    a state file must give an error, not a hang or an endless read.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise StateCorrupt(f"failed to read {path}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise StateCorrupt(f"failed to read {path}: not a regular file")
-        if info.st_size > MAX_STATE_FILE:
-            raise StateCorrupt(f"failed to read {path}: larger than {MAX_STATE_FILE} bytes")
-        with open(fd, "rb", closefd=False) as file:
-            raw = file.read(MAX_STATE_FILE + 1)
-    except OSError as exc:
-        raise StateCorrupt(f"failed to read {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    try:
-        return loads(raw)
-    except ValueError as exc:  # JSONDecodeError, invalid UTF-8, NaN (see _codec)
-        raise StateCorrupt(f"failed to parse {path}: {exc}") from None
 
 
 def read_meta(job: JobRef) -> JobMeta:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._errors import BackendUnavailable, InvalidState, StateCorrupt
+from .._errors import BackendUnavailable, InvalidState
 from .._models import JobMeta, JobState, JobStatus
 from .._spec import LaunchSpec
 from .._store import read_state, write_state
@@ -82,7 +82,7 @@ def kill_ray_job(
 ) -> dict[str, Any]:
     """``kill`` of a Ray job: ``stop_job``, then the real outcome as the watcher records it."""
     from .._jobs import SupervisorWatch
-    from .._kill import _kill_outcome
+    from .._kill import _kill_outcome, observe_outcome
     from .ray import stop_signal_ok
     from .ray_client import RayRequestFailed, call
 
@@ -101,15 +101,6 @@ def kill_ray_job(
         raise BackendUnavailable(f"Ray could not stop job {job_id}: {exc}") from None
     if not wait:
         return data
-    watch = SupervisorWatch(job_dir)
-    deadline = started + KILL_OBSERVE
-    while True:
-        try:
-            state = read_state(job_dir)
-        except StateCorrupt:
-            break
-        remaining = deadline - time.monotonic()
-        if state.is_terminal or remaining <= 0:
-            break
-        watch.wait(remaining)
-    return _kill_outcome(data, state, int((time.monotonic() - started) * 1000))
+    return observe_outcome(
+        job_dir, data, state, SupervisorWatch(job_dir), started=started, patience=KILL_OBSERVE
+    )
