@@ -294,7 +294,7 @@ async def _supervise_running(
 
             for pipe in pipes:
                 tg.start_soon(pump, pipe)
-            tg.start_soon(notifier.run)
+            notifier.bind(tg)
             if spec.timeout_s > 0:
                 # Exact (the library takes fractions of a second; the CLI whole seconds).
                 remaining = max(0.0, spec.timeout_s - (time.monotonic() - started.clock))
