@@ -429,6 +429,11 @@ class Notifier:
     def _bounds(self) -> _Bounds:
         return _Bounds.from_env(os.environ)
 
+    @property
+    def delivering(self) -> bool:
+        """Has the delivery task been started?"""
+        return self._delivering
+
     def bind(self, task_group: anyio.abc.TaskGroup) -> None:
         """Deliver output matches from a task of ``task_group``, started with the first
         match (a job without matches costs no task)."""

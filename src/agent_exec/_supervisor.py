@@ -23,10 +23,10 @@ from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import now_ts
+from ._watch import Watch, start_watch
 from ._workload import (
     DIR_MOVED,
     HEARTBEAT,
-    OutputPipe,
     Started,
     apply_output_drops,
     bound_stop,
@@ -279,21 +279,10 @@ async def _supervise_running(
 ) -> JobState:
     spec = sup.spec
     process, pipes, writer = started.process, started.pipes, started.writer
+    watch: Watch | None = None
     try:
         async with anyio.create_task_group() as tg:
-            pumps_done = anyio.Event()
-            pumping = len(pipes)
-
-            async def pump(pipe: OutputPipe) -> None:
-                # Straight in ``tg`` (no task group of their own: one less per job).
-                nonlocal pumping
-                await pipe.pump(writer, on_output)
-                pumping -= 1
-                if not pumping:
-                    pumps_done.set()
-
-            for pipe in pipes:
-                tg.start_soon(pump, pipe)
+            watch = start_watch(tg, process, pipes, writer, on_output)
             notifier.bind(tg)
             if spec.timeout_s > 0:
                 # Exact (the library takes fractions of a second; the CLI whole seconds).
@@ -303,10 +292,11 @@ async def _supervise_running(
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
             if stop_aware:
                 tg.start_soon(sup.note_alive, started)
-            returncode = await process.wait()
+            returncode = await watch.exited()
             duration_ms = started.duration_ms()
             with anyio.move_on_after(DRAIN_TIMEOUT):
-                await pumps_done.wait()
+                await watch.drained()
+            watch.close()
             for pipe in pipes:
                 if not pipe.at_eof:
                     pipe.read_available(writer)
@@ -319,8 +309,17 @@ async def _supervise_running(
             apply_output_drops(state, writer)
             state.workload = started.identity
             await sup.write_terminal(state)
-            tg.cancel_scope.cancel()
+            if (
+                watch.has_tasks
+                or notifier.delivering
+                or spec.timeout_s > 0
+                or spec.progress_every_s > 0
+                or stop_aware
+            ):
+                tg.cancel_scope.cancel()  # (not free on asyncio: it formats the task's repr)
     except BaseException as exc:
+        if watch is not None:
+            watch.close()
         with anyio.CancelScope(shield=True):
             await _kill_and_record(sup, started, exc)
         raise
