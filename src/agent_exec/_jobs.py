@@ -285,6 +285,7 @@ def create_job_dir(
     initial_state: Callable[[str], JobState] | None = None,
     publish: bool = True,
     backend: dict[str, Any] | None = None,
+    root_checked: bool = False,
 ) -> tuple[JobDir, JobMeta]:
     """Create the job directory with ``meta.json``, ``stdin.bin``, empty logs and (given
     ``initial_state(job_id)``) ``state.json``; return it held by descriptor (the caller
@@ -299,7 +300,8 @@ def create_job_dir(
     run locally (``{"kind": "ray", "address": ...}``).
     """
     _require_text_definition(definition)
-    ensure_root(root)
+    if not root_checked:  # a runner checks its root once a second, not for every job
+        ensure_root(root)
     job_id = new_job_id(root)
     job_dir = root / job_id
     meta = JobMeta(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = ["JobRunner", "RunOptions", "StdinSource"]
 
+#: How often (seconds) the jobs root is checked again for ownership and permissions
+#: (``_root.check_root``): once a second, not once per job.
+_ROOT_RECHECK = 1.0
 #: How long the record of a job that could not start is retried when out of descriptors.
 _FAIL_WRITE_PATIENCE = 5.0
 
@@ -122,6 +126,7 @@ class JobRunner:
         self._finished = 0
         self._closing = False
         self._detached_watches: set[anyio.CancelScope] = set()
+        self._root_checked_at = -_ROOT_RECHECK
 
     def __repr__(self) -> str:
         counts = f"running={self._active} queued={len(self._queue)}"
@@ -211,9 +216,11 @@ class JobRunner:
         # No checkpoint lies inside, so a cancellation can never leave a job half-made.
         record = self.backend.record()
         starts_now = self.max_concurrency is None or self._active < self.max_concurrency
+        checked = self._root_checked_at + _ROOT_RECHECK > time.monotonic()
         handle, meta = create_job_dir(
             self.root,
             definition,
+            root_checked=checked,
             stdin=stdin,
             precreate_logs=detached or record is not None,
             backend=record,
@@ -221,6 +228,8 @@ class JobRunner:
             # (``agent-exec start`` leaves it alone). Written before the directory appears.
             initial_state=None if starts_now else self._queued_state,
         )
+        if not checked:
+            self._root_checked_at = time.monotonic()
         job_id = meta.job_id
         spec = launch_spec(handle, meta, env_pairs=env_pairs, cwd=definition.cwd)
         job = Job(job_id, handle.path)
