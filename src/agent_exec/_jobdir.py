@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from pathlib import Path
 
 from ._codec import dumps_pretty, loads
 from ._errors import TRANSIENT_ERRNOS, StateCorrupt
@@ -22,6 +21,7 @@ from ._paths import FILE_MODE
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every read command imports this module
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 __all__ = [

@@ -11,7 +11,6 @@ import fcntl
 import os
 import re
 import time
-from pathlib import Path
 
 from ._codec import BULK_THRESHOLD, use_orjson
 from ._errors import InvalidArgument, InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
@@ -36,7 +35,6 @@ from ._root import check_root, ensure_root
 from ._spec import LaunchSpec
 from ._store import (
     SUPERVISOR_LOST,
-    JobRef,
     dump_pretty,
     held,
     lock_held_elsewhere,
@@ -54,7 +52,10 @@ from ._timeutil import now_ts
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING (importing typing costs milliseconds)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
+    from pathlib import Path
     from typing import IO, Any
+
+    from ._store import JobRef
 
     StdinSource = bytes | Path | IO[bytes] | None
 
@@ -229,7 +230,7 @@ def _materialise_stdin(job: JobDir, source: bytes | Path | IO[bytes], limit: int
                 return
             stream: IO[bytes]
             with contextlib.ExitStack() as stack:
-                if isinstance(source, Path):
+                if isinstance(source, os.PathLike):  # a Path (no pathlib import for read commands)
                     try:
                         stream = stack.enter_context(open(source, "rb"))
                     except OSError as exc:
