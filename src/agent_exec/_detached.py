@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import threading
 
-from ._launch import _HEADER, _read_exact
+from ._launch import HEADER_SIZE, _read_exact, _recv_with_fds
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: imported before anyio warms up, keep it light
 if TYPE_CHECKING:
+    import _socket
     from typing import Any
 
     from ._models import JobState
@@ -94,7 +94,7 @@ class _SignalRelay:
         self.pending.clear()
 
 
-def supervisor_main(sock: socket.socket) -> None:
+def supervisor_main(sock: _socket.socket) -> None:
     """The supervisor process: receive a job, supervise it, then auto-GC.
 
     Importing anyio and asyncio costs several interpreter start-ups, so it happens in a
@@ -111,6 +111,8 @@ def supervisor_main(sock: socket.socket) -> None:
     """
     relay = _SignalRelay()
     relay.install()
+    import pathlib  # noqa: F401 - LaunchSpec.from_json builds Paths: loaded before the job comes
+
     from ._spec import LaunchSpec
     from ._workload import note_resumed
 
@@ -122,10 +124,10 @@ def supervisor_main(sock: socket.socket) -> None:
     warming = _start_warm_up(ready_w, spawned, warm_up)
     warm_tid = warming.native_id if warming is not None else None
     try:
-        header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 2)
-        if len(header) < _HEADER.size:
-            header += _read_exact(sock, _HEADER.size - len(header))
-        spec = LaunchSpec.from_json(_read_exact(sock, _HEADER.unpack(header)[0]))
+        header, fds = _recv_with_fds(sock, HEADER_SIZE, 2)
+        if len(header) < HEADER_SIZE:
+            header += _read_exact(sock, HEADER_SIZE - len(header))
+        spec = LaunchSpec.from_json(_read_exact(sock, int.from_bytes(header, "big")))
         if len(fds) > 1:  # the job directory, held by descriptor since the launcher made it
             from ._jobdir import JobDir
 

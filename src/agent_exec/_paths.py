@@ -80,7 +80,8 @@ else:
 
         def __truediv__(self, name: str) -> RootPath:
             if "/" in name or name in ("", ".", ".."):
-                return RootPath(_posix_normal(name if name[:1] == "/" else f"{self}/{name}"))
+                joined = name if name[:1] == "/" else self + name if self.endswith("/") else f"{self}/{name}"
+                return RootPath(_posix_normal(joined))
             if self == ".":
                 return RootPath(name)
             return RootPath(f"{self}{name}" if self.endswith("/") else f"{self}/{name}")
