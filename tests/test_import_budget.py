@@ -51,6 +51,9 @@ HEAVY = frozenset(
         "dis",
     }
 )
+#: The read commands build no ``Path`` (see ``_paths.RootPath``): pathlib costs a third of
+#: an interpreter start (urllib.parse, ipaddress, fnmatch, ntpath).
+NO_PATHLIB = frozenset({"pathlib", "urllib.parse", "ipaddress", "fnmatch"})
 #: What every command parses and prints with.
 CORE = frozenset(
     {
@@ -87,12 +90,12 @@ class Budget(NamedTuple):
 
 
 BUDGETS: dict[str, Budget] = {
-    "status": Budget(lambda job: ["status", job], FRAMEWORKS | HEAVY, READ),
-    "tail": Budget(lambda job: ["tail", job], FRAMEWORKS | HEAVY, READ),
-    "wait": Budget(lambda job: ["wait", job], FRAMEWORKS | HEAVY, READ),
-    "kill": Budget(lambda job: ["kill", job], FRAMEWORKS | HEAVY, READ | {"agent_exec._kill"}),
-    "list": Budget(lambda job: ["list"], FRAMEWORKS | HEAVY, READ),
-    "ps": Budget(lambda job: ["ps"], FRAMEWORKS | HEAVY, READ),
+    "status": Budget(lambda job: ["status", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
+    "tail": Budget(lambda job: ["tail", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
+    "wait": Budget(lambda job: ["wait", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
+    "kill": Budget(lambda job: ["kill", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ | {"agent_exec._kill"}),
+    "list": Budget(lambda job: ["list"], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
+    "ps": Budget(lambda job: ["ps"], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
     # run/create/start hand the job to a detached supervisor over a socket pair (the
     # supervisor's own imports happen in its process, after the fork).
     "run": Budget(

@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import threading
 
-from ._launch import _HEADER, _read_exact
+from ._launch import HEADER_SIZE, _read_exact, _recv_with_fds
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: imported before anyio warms up, keep it light
 if TYPE_CHECKING:
+    import _socket
     from typing import Any
 
     from ._models import JobState
@@ -94,7 +94,7 @@ class _SignalRelay:
         self.pending.clear()
 
 
-def supervisor_main(sock: socket.socket) -> None:
+def supervisor_main(sock: _socket.socket) -> None:
     """The supervisor process: receive a job, supervise it, then auto-GC.
 
     Importing anyio and asyncio costs several interpreter start-ups, so it happens in a
@@ -111,18 +111,23 @@ def supervisor_main(sock: socket.socket) -> None:
     """
     relay = _SignalRelay()
     relay.install()
+    import pathlib  # noqa: F401 - LaunchSpec.from_json builds Paths: loaded before the job comes
+
     from ._spec import LaunchSpec
     from ._workload import note_resumed
 
     signal.signal(signal.SIGCONT, note_resumed)  # time spent stopped is not the workload's
 
     ready_r, ready_w = os.pipe()
-    warming = _start_warm_up(ready_w)
+    spawned = threading.Event()
+    warm_up: list[str] = []  # the process title, once the job is known
+    warming = _start_warm_up(ready_w, spawned, warm_up)
+    warm_tid = warming.native_id if warming is not None else None
     try:
-        header, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 2)
-        if len(header) < _HEADER.size:
-            header += _read_exact(sock, _HEADER.size - len(header))
-        spec = LaunchSpec.from_json(_read_exact(sock, _HEADER.unpack(header)[0]))
+        header, fds = _recv_with_fds(sock, HEADER_SIZE, 2)
+        if len(header) < HEADER_SIZE:
+            header += _read_exact(sock, HEADER_SIZE - len(header))
+        spec = LaunchSpec.from_json(_read_exact(sock, int.from_bytes(header, "big")))
         if len(fds) > 1:  # the job directory, held by descriptor since the launcher made it
             from ._jobdir import JobDir
 
@@ -140,25 +145,30 @@ def supervisor_main(sock: socket.socket) -> None:
         if lock_fd is not None:
             os.close(lock_fd)
         return
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(
-            f"agent-exec _supervise --job-id {spec.job_id} --supervise-root {spec.job_dir.parent}"
-        )
-    except Exception:  # cosmetic; never fail a job over it
-        pass
-    if not warming:  # no thread to spare (process limit): load the event loop inline
-        _warm_up(ready_w)
+    title = f"agent-exec _supervise --job-id {spec.job_id} --supervise-root {spec.job_dir.parent}"
+    warm_up.append(title)
+    if warming is None:  # no thread to spare (process limit): load the event loop inline
+        _warm_up(ready_w, None, warm_up)
     holder: list[Any] = []
     try:
-        _run_job(spec, relay, lock_fd, ready_r, holder)
+        _run_job(spec, relay, lock_fd, ready_r, holder, spawned, warm_tid)
     except BaseException as exc:
         _give_up(spec, relay, holder[0] if holder else None, lock_fd, exc)
 
 
-def _warm_up(ready_w: int) -> None:
+def _warm_up(ready_w: int, spawned: threading.Event | None, title: list[str]) -> None:
+    """Set the process title and load the event loop, once the workload is spawned
+    (``spawned``, if given).
+
+    Waiting for the spawn keeps the GIL for the main thread from the hand-over to the
+    workload's start: importing anyio meanwhile doubled that step (the critical path of
+    ``run``), and ``setproctitle`` imports ``logging`` (milliseconds). The time until the
+    hand-over is no loss either: the launcher uses the other core then.
+    """
     try:
+        if spawned is not None:
+            spawned.wait()
+        _set_title(title)
         import anyio._backends._asyncio  # noqa: F401 - what anyio.run needs
 
         from . import _supervisor  # noqa: F401
@@ -168,24 +178,50 @@ def _warm_up(ready_w: int) -> None:
         os.write(ready_w, b"r")
 
 
-def _start_warm_up(ready_w: int) -> bool:
-    """Import anyio in a thread; False if no thread could be started."""
+def _set_title(title: list[str]) -> None:
+    if not title:
+        return  # the launcher gave up: no job
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title[0])
+    except Exception:  # cosmetic; never fail a job over it
+        pass
+
+
+def _start_warm_up(ready_w: int, spawned: threading.Event, title: list[str]) -> threading.Thread | None:
+    """Import anyio in a thread (from ``spawned`` on); ``None`` if no thread could be started.
+
+    The thread is started before the job arrives, so that a process limit is known (and
+    the event loop loaded inline) before anything is spawned.
+    """
     sys.setswitchinterval(0.0005)  # hand the GIL back quickly while the import thread runs
     try:
-        threading.Thread(target=_warm_up, args=(ready_w,), name="warm-up", daemon=True).start()
+        args = (ready_w, spawned, title)
+        thread = threading.Thread(target=_warm_up, args=args, name="warm-up", daemon=True)
+        thread.start()
     except RuntimeError:
-        return False
-    return True
+        return None
+    return thread
 
 
 def _run_job(
-    spec: LaunchSpec, relay: _SignalRelay, lock_fd: int | None, ready_r: int, holder: list[Any]
+    spec: LaunchSpec,
+    relay: _SignalRelay,
+    lock_fd: int | None,
+    ready_r: int,
+    holder: list[Any],
+    spawned: threading.Event,
+    warm_tid: int | None,
 ) -> None:
     from . import _workload
 
     started = None
     if not _matches_output(spec):
-        outcome = _workload.start_workload(spec)
+        try:
+            outcome = _workload.start_workload(spec)
+        finally:
+            spawned.set()
         if isinstance(outcome, str):
             # Recorded at once, without the event loop: loading it may be what fails
             # (descriptor limits), and the reason must not become ``supervisor_lost``.
@@ -195,6 +231,8 @@ def _run_job(
             write_state(spec.handle(), state)
             if lock_fd is not None:
                 os.close(lock_fd)
+            if _silent(spec):
+                _yield_cpu(warm_tid)
             os.read(ready_r, 1)
             import anyio
 
@@ -208,11 +246,14 @@ def _run_job(
             state = _finish_now(spec, started, returncode, lock_fd)
             holder.clear()
             relay.finished()
+            if _silent(spec):
+                _yield_cpu(warm_tid)
             os.read(ready_r, 1)
             import anyio
 
             anyio.run(_after_job, spec, state)
             return
+    spawned.set()
     os.read(ready_r, 1)
     import anyio
 
@@ -338,8 +379,34 @@ async def _supervise_and_collect(
     _collect_garbage(spec)
 
 
+def _silent(spec: LaunchSpec) -> bool:
+    """Does the definition handed over ask for no completion notification? (``notify
+    set`` may still add one later: it is then delivered, only at a lower priority.)"""
+    notification = (spec.meta or {}).get("notification")
+    return not isinstance(notification, dict) or (
+        notification.get("notify_command") is None and notification.get("notify_file") is None
+    )
+
+
+def _yield_cpu(*threads: int | None) -> None:
+    """Lower this thread's priority (and ``threads``', by native id) to ``nice`` 10 at least.
+
+    Called once the job is finished (logs, state and lock are final): what is left (the
+    completion notification, the auto-GC, loading the event loop for them) is
+    housekeeping that nobody waits for, and it must not slow down the calls an agent
+    makes next (``status``, the next ``run``) on a busy machine. Linux sets priorities
+    per thread; best effort.
+    """
+    for tid in (threading.get_native_id(), *threads):
+        if tid is None:
+            continue
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, max(10, os.getpriority(os.PRIO_PROCESS, tid)))
+
+
 def _collect_garbage(spec: LaunchSpec) -> None:
     if spec.auto_gc is not None:
+        _yield_cpu()
         with contextlib.suppress(Exception):
             from ._gc import auto_gc
 

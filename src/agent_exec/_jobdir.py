@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from pathlib import Path
 
 from ._codec import dumps_pretty, loads
 from ._errors import TRANSIENT_ERRNOS, StateCorrupt
@@ -22,6 +21,7 @@ from ._paths import FILE_MODE
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every read command imports this module
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 __all__ = [
@@ -216,23 +216,34 @@ class JobDir:
         """A regular file of at most ``limit`` bytes; :class:`StateCorrupt` naming it otherwise
         (a FIFO, device or symlink planted in place of a state file gives an error, not a
         hang or an endless read)."""
-        where = self.path / name
         try:
             fd = self.open_file(name, _READ_FLAGS)
         except OSError as exc:
-            raise StateUnreadable(f"failed to read {where}: {exc.strerror or exc}", exc.errno) from None
+            raise self._unreadable(name, exc) from None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise StateCorrupt(f"failed to read {where}: not a regular file")
+                raise StateCorrupt(f"failed to read {self.path / name}: not a regular file")
             if info.st_size > limit:
-                raise StateCorrupt(f"failed to read {where}: larger than {limit} bytes")
-            with open(fd, "rb", closefd=False) as file:
-                return file.read(limit + 1)
+                raise StateCorrupt(f"failed to read {self.path / name}: larger than {limit} bytes")
+            # Plain reads, no file object (``list`` reads two files per job): the size is
+            # a hint (the file may grow meanwhile), the limit is enforced on what is read.
+            chunks: list[bytes] = []
+            total = 0
+            while total <= limit:
+                chunk = os.read(fd, min(limit + 1 - total, max(info.st_size + 1, 4096)))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            return b"".join(chunks)
         except OSError as exc:
-            raise StateUnreadable(f"failed to read {where}: {exc.strerror or exc}", exc.errno) from None
+            raise self._unreadable(name, exc) from None
         finally:
             os.close(fd)
+
+    def _unreadable(self, name: str, exc: OSError) -> StateUnreadable:
+        return StateUnreadable(f"failed to read {self.path / name}: {exc.strerror or exc}", exc.errno)
 
     def read_json(self, name: str) -> Any:
         raw = self.read_bytes(name)

@@ -11,11 +11,10 @@ import fcntl
 import os
 import re
 import time
-from pathlib import Path
 
 from ._codec import BULK_THRESHOLD, use_orjson
 from ._errors import InvalidArgument, InvalidState, InvalidTag, IoError, StateCorrupt, StdinTooLarge
-from ._jobdir import JobDir, open_job
+from ._jobdir import DIR_FLAGS, JobDir, open_job
 from ._logs import ENCODING, read_head, read_tail
 from ._models import JobMeta, JobState, JobStatus, NotificationConfig
 from ._paths import (
@@ -36,7 +35,6 @@ from ._root import check_root, ensure_root
 from ._spec import LaunchSpec
 from ._store import (
     SUPERVISOR_LOST,
-    JobRef,
     dump_pretty,
     held,
     lock_held_elsewhere,
@@ -54,7 +52,10 @@ from ._timeutil import now_ts
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING (importing typing costs milliseconds)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
+    from pathlib import Path
     from typing import IO, Any
+
+    from ._store import JobRef
 
     StdinSource = bytes | Path | IO[bytes] | None
 
@@ -63,7 +64,8 @@ DEFAULT_MAX_BYTES = 65536
 #: How long ``run`` waits for completion after it first sees output (see :func:`observe`).
 OUTPUT_SETTLE = 0.15
 DEFAULT_STDIN_MAX_BYTES = 64 * 1024 * 1024
-_TAG = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$")
+#: Compiled on first use (``re``'s cache), not at import: read commands validate no tag.
+_TAG = r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$"
 
 
 # -- tags -----------------------------------------------------------------------------
@@ -71,7 +73,7 @@ _TAG = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*$")
 
 def validate_tag(tag: str) -> str:
     """A stored tag: dot-separated segments of ASCII letters, digits and ``-``."""
-    if not _TAG.match(tag):
+    if not re.match(_TAG, tag):
         raise InvalidTag(
             f"invalid tag {tag!r}: use dot-separated segments of letters, digits and '-' (e.g. ci.build)"
         )
@@ -81,7 +83,7 @@ def validate_tag(tag: str) -> str:
 def validate_tag_pattern(pattern: str) -> str:
     """A tag filter: a stored tag (exact) or ``<tag>.*`` (namespace)."""
     base = pattern[:-2] if pattern.endswith(".*") else pattern
-    if not _TAG.match(base):
+    if not re.match(_TAG, base):
         raise InvalidTag(f"invalid tag pattern {pattern!r}: expected a tag or '<tag>.*'")
     return pattern
 
@@ -228,7 +230,7 @@ def _materialise_stdin(job: JobDir, source: bytes | Path | IO[bytes], limit: int
                 return
             stream: IO[bytes]
             with contextlib.ExitStack() as stack:
-                if isinstance(source, Path):
+                if isinstance(source, os.PathLike):  # a Path (no pathlib import for read commands)
                     try:
                         stream = stack.enter_context(open(source, "rb"))
                     except OSError as exc:
@@ -929,21 +931,29 @@ def list_data(
     entries = iter_job_dirs(root)
     if len(entries) > BULK_THRESHOLD:
         use_orjson()  # its import pays for itself over this many files (see _codec)
-    for entry in entries:
-        try:
-            job_dir = JobDir.open(root, entry.name)
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # vanished, or swapped for something that is no directory
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:  # a symlink planted in its place is no job
+    try:  # job directories are opened relative to the root's descriptor (no path lookups)
+        root_fd: int | None = os.open(root, DIR_FLAGS) if entries else None
+    except OSError:
+        root_fd = None
+    try:
+        for entry in entries:
+            try:
+                job_dir = JobDir.open(root, entry.name, root_fd=root_fd)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # vanished, or swapped for something that is no directory
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:  # a symlink planted in its place is no job
+                    skipped += 1
+                continue
+            with job_dir:
+                summary = _summary(job_dir, cwd_filter, tag_patterns, state_filter)
+            if summary is None:
                 skipped += 1
-            continue
-        with job_dir:
-            summary = _summary(job_dir, cwd_filter, tag_patterns, state_filter)
-        if summary is None:
-            skipped += 1
-        elif summary:
-            jobs.append(summary)
+            elif summary:
+                jobs.append(summary)
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
     jobs.sort(key=lambda job: job["job_id"], reverse=True)
     jobs.sort(key=lambda job: job.get("started_at", ""), reverse=True)
     truncated = limit > 0 and len(jobs) > limit

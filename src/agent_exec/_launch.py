@@ -10,16 +10,21 @@ are then handed over a socket pair (the lock's file descriptor travels with
 ``python -m agent_exec._launch`` instead (:func:`exec_argv`), which speaks the same
 protocol. Either way the supervisor is re-parented to init: nobody has to reap it.
 
-This module imports only the standard library, so forking early costs ~1 ms.
+This module imports only ``os``, ``sys`` and the ``_socket`` C module, so forking early
+costs ~1 ms: ``socket.py`` itself builds four enums and imports ``selectors`` at import
+(milliseconds, before the fork, on the critical path of ``run``); the few calls made here
+exist on ``_socket``'s objects as they are (``socket.socket`` is a thin subclass).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import struct
 import sys
+
+try:
+    import _socket
+except ImportError:  # pragma: no cover - an interpreter without CPython's ``_socket``
+    import socket as _socket  # type: ignore[no-redef]
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: this module runs before the fork, keep it light
 if TYPE_CHECKING:
@@ -27,12 +32,34 @@ if TYPE_CHECKING:
 
     from ._spec import LaunchSpec
 
-_HEADER = struct.Struct("!Q")
+#: The hand-over message starts with the spec's length, 8 bytes big-endian.
+HEADER_SIZE = 8
+_FD_SIZE = 4  # a C int, as ``SCM_RIGHTS`` carries descriptors
 #: How long the launcher waits for the supervisor to acknowledge its job.
 HAND_OVER_TIMEOUT = 60.0
 
 
-def _read_exact(sock: socket.socket, size: int) -> bytes:
+def _send_with_fds(sock: _socket.socket, data: bytes, fds: list[int]) -> None:
+    """``socket.send_fds``: ``data`` with ``fds`` attached (``SCM_RIGHTS``)."""
+    packed = b"".join(fd.to_bytes(_FD_SIZE, sys.byteorder, signed=True) for fd in fds)
+    sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, packed)])
+
+
+def _recv_with_fds(sock: _socket.socket, size: int, max_fds: int) -> tuple[bytes, list[int]]:
+    """``socket.recv_fds``: up to ``size`` bytes and the descriptors attached to them."""
+    data, ancillary, _, _ = sock.recvmsg(size, _socket.CMSG_LEN(max_fds * _FD_SIZE))
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % _FD_SIZE
+            fds.extend(
+                int.from_bytes(payload[at : at + _FD_SIZE], sys.byteorder, signed=True)
+                for at in range(0, usable, _FD_SIZE)
+            )
+    return data, fds
+
+
+def _read_exact(sock: _socket.socket, size: int) -> bytes:
     chunks: list[bytes] = []
     while size > 0:
         chunk = sock.recv(min(size, 1 << 20))
@@ -55,14 +82,16 @@ def _detach_stdio(keep: int) -> None:
         fds = list(range(3, 256))
     for fd in fds:
         if fd > 2 and fd != keep:
-            with contextlib.suppress(OSError):
+            try:
                 os.close(fd)
+            except OSError:
+                pass
 
 
 class Supervisor:
     """The launcher's handle on a detached supervisor process that awaits its job."""
 
-    def __init__(self, sock: socket.socket, pid: int) -> None:
+    def __init__(self, sock: _socket.socket, pid: int) -> None:
         self._sock = sock
         self.pid = pid
 
@@ -72,7 +101,7 @@ class Supervisor:
 
         Call only from a single-threaded process.
         """
-        parent_sock, child_sock = socket.socketpair()
+        parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             pid_r, pid_w = os.pipe()
         except OSError:
@@ -80,8 +109,10 @@ class Supervisor:
             child_sock.close()
             raise
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
+            try:
                 stream.flush()
+            except Exception:
+                pass
         try:
             child = os.fork()
         except OSError as exc:
@@ -145,7 +176,8 @@ class Supervisor:
             try:
                 # The job directory's descriptor travels with the lock: the supervisor works
                 # on the very directory the launcher made, wherever it is later moved.
-                socket.send_fds(self._sock, [_HEADER.pack(len(payload))], [lock_fd, spec.handle().fd])
+                header = len(payload).to_bytes(HEADER_SIZE, "big")
+                _send_with_fds(self._sock, header, [lock_fd, spec.handle().fd])
                 self._sock.sendall(payload)
                 self._sock.settimeout(HAND_OVER_TIMEOUT)
                 ack = self._sock.recv(1)
@@ -219,7 +251,7 @@ def exec_supervisor(spec: LaunchSpec, lock_fd: int, on_handed_over: Callable[[in
 
     from ._errors import IoError
 
-    parent_sock, child_sock = socket.socketpair()
+    parent_sock, child_sock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         try:
             launcher = subprocess.run(
@@ -246,7 +278,7 @@ def exec_supervisor(spec: LaunchSpec, lock_fd: int, on_handed_over: Callable[[in
 
 def main() -> None:  # pragma: no cover - exercised through JobRunner(detached=True)
     """``python -m agent_exec._launch FD``: fork, print the supervisor pid, exit."""
-    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock = _socket.socket(fileno=int(sys.argv[1]))
     child = os.fork()
     if child:
         sys.stdout.write(f"{child}\n")

@@ -8,20 +8,23 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 from ._timeutil import format_ts
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every read command imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    LineCallback = Callable[[str, bytes], None]
+    #: A log file: a path, or ``(dir_fd, name)`` of a job directory held by descriptor.
+    LogSource = Path | tuple[int, str]
 
 ENCODING = "utf-8-lossy"
 
 #: A partial line longer than this is written to the combined log as a line of its own,
 #: so a workload that never prints a newline cannot grow the supervisor's memory.
 MAX_PENDING_LINE = 1 << 20
-
-LineCallback = Callable[[str, bytes], None]
-#: A log file: a path, or ``(dir_fd, name)`` of a job directory held by descriptor.
-LogSource = Path | tuple[int, str]
 
 
 def lossy(data: bytes) -> str:
@@ -125,7 +128,7 @@ class LogWriter:
     """
 
     def __init__(self, stdout_path: LogSource, stderr_path: LogSource, full_path: LogSource) -> None:
-        if isinstance(full_path, Path):  # ``run --log PATH``: the user's own path
+        if not isinstance(full_path, tuple):  # ``run --log PATH``: the user's own path
             full_path.parent.mkdir(parents=True, exist_ok=True)
         opened: list[int] = []
         try:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from ._errors import AmbiguousJobId, JobIdExhausted, JobNotFound
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every CLI call imports this module
+if TYPE_CHECKING:
+    from pathlib import Path
 
 META_FILE = "meta.json"
 STATE_FILE = "state.json"
@@ -28,21 +31,71 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
-def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
+def resolve_root(root: str | os.PathLike[str] | None = None, *, light: bool = False) -> Path:
     """The jobs root: ``root`` > ``$AGENT_EXEC_ROOT`` > ``$XDG_DATA_HOME/agent-exec/jobs`` > home.
 
     The path is not canonicalised: it is echoed as given in ``root`` fields and log paths.
+    ``light``: a :class:`RootPath` (no ``pathlib`` import), for the read commands.
     """
     if root is not None and str(root) != "":
-        return Path(root)
-    env_root = os.environ.get("AGENT_EXEC_ROOT")
-    if env_root:
-        return Path(env_root)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    if xdg:
-        return Path(xdg) / "agent-exec" / "jobs"
-    home = os.environ.get("HOME") or os.path.expanduser("~")
-    return Path(home) / ".local" / "share" / "agent-exec" / "jobs"
+        text = os.fspath(root)
+    elif os.environ.get("AGENT_EXEC_ROOT"):
+        text = os.environ["AGENT_EXEC_ROOT"]
+    elif os.environ.get("XDG_DATA_HOME"):
+        text = os.path.join(os.environ["XDG_DATA_HOME"], "agent-exec", "jobs")
+    else:
+        home = os.environ.get("HOME") or os.path.expanduser("~")
+        text = os.path.join(home, ".local", "share", "agent-exec", "jobs")
+    if light:
+        return RootPath(_posix_normal(text))
+    from pathlib import Path
+
+    return Path(text)
+
+
+def _posix_normal(text: str) -> str:
+    """``text`` spelled as ``str(PurePosixPath(text))`` spells it."""
+    lead = "//" if text.startswith("//") and not text.startswith("///") else "/"[: text[:1] == "/"]
+    return lead + "/".join(part for part in text.split("/") if part and part != ".") or "."
+
+
+if TYPE_CHECKING:
+    RootPath = Path
+else:
+
+    class RootPath(str):
+        """A jobs root, or a path under one, as a plain ``str``: what the read commands use.
+
+        Importing ``pathlib`` costs more than a read command does otherwise (``urllib.parse``,
+        ``ipaddress``, ``fnmatch``, ``ntpath``: ~6 ms, a third of an interpreter start),
+        and these commands only join names onto the root. This string has that operation
+        (``/``), ``name`` and ``parent``, and is spelled exactly as ``str(Path(...))`` spells
+        the same path (``//`` and ``.`` components folded, no trailing ``/``), so every
+        reported path is byte-identical either way. It is typed as the ``Path`` it stands
+        for; code reached by the read commands must not call other ``Path`` methods on the
+        root (the CLI tests of ``status``/``tail``/``wait``/``kill``/``list`` run that code).
+        """
+
+        __slots__ = ()
+
+        def __truediv__(self, name: str) -> RootPath:
+            if "/" in name or name in ("", ".", ".."):
+                joined = name if name[:1] == "/" else self + name if self.endswith("/") else f"{self}/{name}"
+                return RootPath(_posix_normal(joined))
+            if self == ".":
+                return RootPath(name)
+            return RootPath(f"{self}{name}" if self.endswith("/") else f"{self}/{name}")
+
+        @property
+        def name(self) -> str:
+            return "" if self in ("/", "//", ".") else self.rpartition("/")[2]
+
+        @property
+        def parent(self) -> RootPath:
+            head, sep, _ = self.rpartition("/")
+            if not sep or self in ("/", "//"):
+                return self if sep else RootPath(".")
+            return RootPath(head if head.strip("/") else self[: len(self) - len(self.lstrip("/"))])
 
 
 def canonical_cwd(base: str | os.PathLike[str] | None = None) -> str:

@@ -4,10 +4,13 @@ signals reach its process group."""
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import Mapping, Sequence
 
 from ._errors import AgentExecError, ConfigError, InvalidSignal
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every read command imports this module
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Mapping, Sequence
 
 DEFAULT_WRAPPER = ("sh", "-lc")
 #: The library's shell for a command given as one string (``subprocess``'s ``shell=True``).
@@ -105,6 +108,8 @@ def build_env(
 def resolve_signal(name: str | int) -> signal.Signals:
     """Any signal name (``TERM``, ``SIGTERM``, ``term``), number or :class:`signal.Signals`;
     else :class:`InvalidSignal`."""
+    import signal  # not at module level: ``signal`` builds its enums at import (a millisecond)
+
     if isinstance(name, int):
         try:
             return signal.Signals(name)

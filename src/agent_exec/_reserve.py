@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import TYPE_CHECKING
 
 from ._models import JobState
 from ._paths import STATE_FILE
 from ._store import dump_pretty, write_state
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: a supervisor imports this before its spawn
 if TYPE_CHECKING:
     from ._jobdir import JobDir
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from ._errors import IoError, UnsafeRoot
 from ._paths import DIR_MODE
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: every read command imports this module
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["UNSAFE_ROOT_ENV", "check_root", "ensure_root"]
 

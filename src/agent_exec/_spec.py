@@ -6,13 +6,12 @@ Kept free of anyio so the CLI can build one without importing an event loop, and
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ._codec import dumps_compact, loads
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `run` imports this module on every call
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
     from typing import Any
 
     from ._jobdir import JobDir
@@ -112,6 +111,8 @@ class LaunchSpec:
 
     @classmethod
     def from_json(cls, raw: bytes) -> LaunchSpec:
+        from pathlib import Path  # the supervisor's side only: read commands never build one
+
         data = loads(raw)
         data["job_dir"] = Path(data["job_dir"])
         data["full_log"] = Path(data["full_log"]) if data.get("full_log") else None

@@ -16,7 +16,6 @@ import errno
 import fcntl
 import os
 import time
-from pathlib import Path
 
 from ._errors import StateCorrupt
 from ._jobdir import MAX_STATE_FILE, JobDir, StateUnreadable, dump_pretty
@@ -53,7 +52,10 @@ __all__ = [
 SUPERVISOR_LOST = "supervisor_lost"
 
 #: A job directory: held by descriptor, or a path opened for the duration of one call.
-JobRef = JobDir | Path
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    JobRef = JobDir | Path
 
 _FSYNC = os.environ.get("AGENT_EXEC_FSYNC", "") not in ("", "0")
 

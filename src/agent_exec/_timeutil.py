@@ -7,7 +7,8 @@ import time
 
 from ._errors import InvalidDuration
 
-_DURATION = re.compile(r"^(\d+)([dhms]?)$")
+#: Compiled on first use (``re``'s cache), not at import: most calls parse no duration.
+_DURATION = r"^(\d+)([dhms]?)$"
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
 
 
@@ -41,7 +42,7 @@ def now_ts() -> str:
 
 def parse_duration(text: str) -> int:
     """Seconds in ``30d``/``24h``/``60m``/``3600s``/``3600``; raise :class:`InvalidDuration`."""
-    match = _DURATION.match(text.strip())
+    match = re.match(_DURATION, text.strip())
     if match is None:
         raise InvalidDuration(text)
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]

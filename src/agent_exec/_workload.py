@@ -15,7 +15,6 @@ import selectors
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ._logs import LogWriter
 from ._models import JobState, JobStatus, WorkloadIdentity
@@ -167,19 +166,34 @@ class Workload:
         return self.returncode
 
 
-@dataclass
 class Started:
-    """A spawned workload with its pipes and log writer, ready to be supervised."""
+    """A spawned workload with its pipes and log writer, ready to be supervised.
 
-    process: Workload
-    pipes: list[OutputPipe]
-    writer: LogWriter
-    started_at: str
-    clock: float
-    reserve: StateReserve
-    identity: WorkloadIdentity
-    #: The heartbeat: ``time.monotonic()`` when the workload was last seen running.
-    last_alive: float | None = None
+    (A plain class, not a dataclass: importing ``dataclasses`` costs a detached
+    supervisor milliseconds before it can spawn.)
+    """
+
+    __slots__ = ("clock", "identity", "last_alive", "pipes", "process", "reserve", "started_at", "writer")
+
+    def __init__(
+        self,
+        process: Workload,
+        pipes: list[OutputPipe],
+        writer: LogWriter,
+        started_at: str,
+        clock: float,
+        reserve: StateReserve,
+        identity: WorkloadIdentity,
+    ) -> None:
+        self.process = process
+        self.pipes = pipes
+        self.writer = writer
+        self.started_at = started_at
+        self.clock = clock
+        self.reserve = reserve
+        self.identity = identity
+        #: The heartbeat: ``time.monotonic()`` when the workload was last seen running.
+        self.last_alive: float | None = None
 
     def duration_ms(self) -> int:
         """Spawn to the collected exit (or to now, if it has not exited)."""

@@ -9,12 +9,11 @@ anyio) until a Ray job is actually touched: the CLI's read path imports this pac
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .._models import JobMeta
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `kill`/`status` reach this module (import budget)
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
 KINDS = ("local", "ray")

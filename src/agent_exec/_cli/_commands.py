@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     Result = tuple[str, dict[str, Any]]
 
 
-def _root(g: Params) -> Path:
-    root = resolve_root(g["root"])
+def _root(g: Params, *, light: bool = False) -> Path:
+    """The jobs root; ``light`` for the read commands (see :class:`~agent_exec._paths.RootPath`)."""
+    root = resolve_root(g["root"], light=light)
     try:
         str(root).encode("utf-8")
     except UnicodeEncodeError:
@@ -345,26 +346,30 @@ def cmd_restart(p: Params, g: Params) -> Result:
 def cmd_status(p: Params, g: Params) -> Result:
     from .._jobs import status_data
 
-    return "status", status_data(_root(g), p["job_id"])
+    return "status", status_data(_root(g, light=True), p["job_id"])
 
 
 def cmd_tail(p: Params, g: Params) -> Result:
     from .._jobs import tail_data
 
-    return "tail", tail_data(_root(g), p["job_id"], tail_lines=p["tail_lines"], max_bytes=p["max_bytes"])
+    return "tail", tail_data(
+        _root(g, light=True), p["job_id"], tail_lines=p["tail_lines"], max_bytes=p["max_bytes"]
+    )
 
 
 def cmd_wait(p: Params, g: Params) -> Result:
     from .._jobs import wait_data
 
     until = None if p["forever"] else float(p["until"])
-    return "wait", wait_data(_root(g), p["job_id"], until=until, poll=p["poll"], max_bytes=p["max_bytes"])
+    return "wait", wait_data(
+        _root(g, light=True), p["job_id"], until=until, poll=p["poll"], max_bytes=p["max_bytes"]
+    )
 
 
 def cmd_kill(p: Params, g: Params) -> Result:
     from .._kill import kill_job
 
-    return "kill", kill_job(_root(g), p["job_id"], signal_name=p["signal"], wait=not p["no_wait"])
+    return "kill", kill_job(_root(g, light=True), p["job_id"], signal_name=p["signal"], wait=not p["no_wait"])
 
 
 def _cwd_filter(p: Params) -> str | None:
@@ -377,7 +382,11 @@ def cmd_list(p: Params, g: Params) -> Result:
     from .._jobs import list_data
 
     return "list", list_data(
-        _root(g), state_filter=p["state"], limit=p["limit"], cwd_filter=_cwd_filter(p), tag_patterns=p["tag"]
+        _root(g, light=True),
+        state_filter=p["state"],
+        limit=p["limit"],
+        cwd_filter=_cwd_filter(p),
+        tag_patterns=p["tag"],
     )
 
 
@@ -385,7 +394,11 @@ def cmd_ps(p: Params, g: Params) -> Result:
     from .._jobs import list_data
 
     return "list", list_data(
-        _root(g), state_filter="running", limit=p["limit"], cwd_filter=_cwd_filter(p), tag_patterns=p["tag"]
+        _root(g, light=True),
+        state_filter="running",
+        limit=p["limit"],
+        cwd_filter=_cwd_filter(p),
+        tag_patterns=p["tag"],
     )
 
 
