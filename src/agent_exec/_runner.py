@@ -28,10 +28,9 @@ from ._job import DEFAULT_MAX_BYTES, Job, SignalLike
 from ._jobdir import StateUnreadable
 from ._jobs import QUEUED_REASON, create_job_dir, launch_spec, list_data
 from ._launcher import LocalLauncher
-from ._models import JobState, JobStatus
+from ._models import JobState, JobStatus, WorkloadIdentity
 from ._options import RunOptions, StdinSource, job_definition, stdin_payload
 from ._paths import resolve_job, resolve_root
-from ._process import start_ticks
 from ._results import ExcerptSide, JobResult, JobSummary
 from ._spec import LaunchSpec
 from ._store import open_lock, read_state_raw, try_lock_exclusive, write_state
@@ -81,7 +80,8 @@ class JobRunner:
                 ...
 
     - ``root`` is the jobs root (resolved like the CLI's ``--root``: ``$AGENT_EXEC_ROOT``,
-      then the XDG data directory).
+      then the XDG data directory). Its safety (owner, permissions: see the README) is
+      checked with the first job and then at most once a second, not for every job.
     - ``max_concurrency`` bounds how many jobs run at once, detached ones included; the
       others wait their turn in submission order, recorded ``created``, holding no file
       descriptor. ``job.kill()`` takes a queued job out of the queue (it never starts).
@@ -571,11 +571,11 @@ class _GuardedStart:
         self.called = False
         self.pid: int | None = None
 
-    def started(self, value: int | None = None) -> None:
+    def started(self, value: WorkloadIdentity | None = None) -> None:
         if value is not None:
-            self.pid = value
+            self.pid = value.pgid
             if self._guard is not None:
-                self._guard.add(value, start_ticks(value))
+                self._guard.add(value.pgid, value.start_ticks)
         self.called = True
         self._task_status.started()
 

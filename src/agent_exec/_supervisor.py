@@ -16,7 +16,7 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
-from ._models import JobState, JobStatus
+from ._models import JobState, JobStatus, WorkloadIdentity
 from ._notify import Notifier
 from ._process import signal_group
 from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
@@ -181,7 +181,7 @@ async def supervise(
     lock_fd: int | None = None,
     started: Started | None = None,
     stop_aware: bool = False,
-    task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    task_status: anyio.abc.TaskStatus[WorkloadIdentity | None] = anyio.TASK_STATUS_IGNORED,
     on_terminal: TerminalCallback | None = None,
     on_output: Callable[[], None] | None = None,
 ) -> JobState:
@@ -209,7 +209,7 @@ async def _supervise(
     lock_fd: int | None,
     started: Started | None,
     stop_aware: bool,
-    task_status: anyio.abc.TaskStatus[int | None],
+    task_status: anyio.abc.TaskStatus[WorkloadIdentity | None],
     on_terminal: TerminalCallback | None,
     on_output: Callable[[], None] | None,
 ) -> JobState:
@@ -218,8 +218,9 @@ async def _supervise(
     Output is streamed into the job's logs; the terminal state is written only after
     every byte the workload wrote is in them; then ``lock_fd`` (the supervisor lock) is
     released and completion notifications are delivered. ``task_status.started`` gets the
-    workload pid (``None`` if it could not be spawned). If cancelled, the workload's
-    process group is killed and reaped and the job is recorded ``killed``.
+    workload's identity (pid, process group, start time; ``None`` if it could not be
+    spawned). If cancelled, the workload's process group is killed and reaped and the job
+    is recorded ``killed``.
 
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
     the detached supervisor's synchronous head start (see ``_detached``).
@@ -260,7 +261,7 @@ async def _supervise(
     try:
         sup.pid = started.process.pid
         if not adopted:  # start_workload recorded it running already
-            task_status.started(started.process.pid)
+            task_status.started(started.identity)
         notifier.attach(started.writer)
         state = await _supervise_running(sup, started, notifier, stop_aware, on_output)
     finally:
