@@ -123,6 +123,7 @@ print(json.dumps(sorted(set(sys.modules) - before)))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=60, env=env)
     imported = set(orjson.loads(proc.stdout.splitlines()[-1]))
     heavy = {"dataclasses", "inspect", "typing", "logging", "setproctitle", "anyio", "asyncio", "orjson"}
+    heavy.add("pathlib")  # the job directory arrives as a RootPath (LaunchSpec.from_json)
     assert not imported & heavy, sorted(imported & heavy)
 
 
