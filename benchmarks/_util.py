@@ -87,9 +87,12 @@ def median_pair(
     env: dict[str, str],
     repeat: int,
     warmup: int = 2,
+    settle: float = 0.0,
 ) -> tuple[float, float, list[subprocess.CompletedProcess[bytes]]]:
     """Median wall time of ``floor`` and ``measured``, interleaved so drift hits both alike.
 
+    ``settle``: seconds to pause before each timed run, so that what a previous run left
+    working in the background (a job's supervisor) is done first.
     Returns (floor median, measured median, the measured runs' results for checking).
     """
     for _ in range(warmup):
@@ -99,8 +102,12 @@ def median_pair(
     ours: list[float] = []
     results: list[subprocess.CompletedProcess[bytes]] = []
     for _ in range(repeat):
+        if settle:
+            time.sleep(settle)
         elapsed, _proc = time_once(floor, env)
         floors.append(elapsed)
+        if settle:
+            time.sleep(settle)
         elapsed, proc = time_once(measured, env)
         ours.append(elapsed)
         results.append(proc)

@@ -10,12 +10,15 @@ with the command (so load drift hits both alike):
 * on a root of 10,000 finished jobs: reported beside the small root (``list`` reads every
   job there, so it is bulk work by design).
 
-``wait``/``kill`` on a finished job are reported (no target). The package is
+``wait``/``kill`` on a finished job are reported (no target). Back to back, the floor run
+right after a ``run`` shares the machine with that job's supervisor, still busy with its
+housekeeping (loading anyio, auto-GC), which flatters the ``run`` ratios; ``--settle 0.7``
+pauses before every timed call so that each is measured alone. The package is
 byte-compiled first and ``PYTHONDONTWRITEBYTECODE`` is removed from the environment, so
 the figures are those of an installed package. ``--cli PATH`` times another install's
 ``agent-exec`` (for example a checkout of an older commit) against its own interpreter.
 
-    .venv/bin/python benchmarks/bench_cli.py [--repeat N] [--quick] [--cli PATH] [--only NAME]
+    .venv/bin/python benchmarks/bench_cli.py [--repeat N] [--quick] [--cli PATH] [--only NAME] [--settle S]
 """
 
 from __future__ import annotations
@@ -84,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="5 timed runs, 1,000-job big root: a smoke test")
     parser.add_argument("--cli", help="the agent-exec executable to time (default: this venv's)")
     parser.add_argument("--only", default="", help="only rows whose name contains this")
+    parser.add_argument(
+        "--settle", type=float, default=0.0, help="seconds to pause before each timed call (default 0)"
+    )
     args = parser.parse_args(argv)
     repeat = 5 if args.quick else args.repeat
     big_count = 1000 if args.quick else 10_000
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         ) -> list[dict[str, object]]:
             if args.only not in name:
                 return []
-            floor_s, ours_s, results = median_pair(floor, [*cli, *argv], env=env, repeat=repeat)
+            floor_s, ours_s, results = median_pair(
+                floor, [*cli, *argv], env=env, repeat=repeat, settle=args.settle
+            )
             docs = [_doc(proc.stdout) for proc in results]
             bad = sum(1 for doc in docs if not check(doc))
             note = f"{bad}/{repeat} runs failed their check" if bad else ""
@@ -140,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             measure(f"run -- true ({where})", [*at, "run", "--", "true"], 4.0, _state_is("exited"))
             measure(f"run --no-wait -- true ({where})", [*at, "run", "--no-wait", "--", "true"], 3.0, _ok)
 
-    title = f"CLI call cost (median of {repeat}, floor = python -c pass, interleaved)"
+    title = f"CLI call cost (median of {repeat}, floor = python -c pass, interleaved"
+    title += f", {args.settle:g} s apart)" if args.settle else ")"
     print_table(title + (f" [{args.cli}]" if args.cli else ""), rows)
     return 0 if all(row.verdict != "FAIL" for row in rows) else 1
 

@@ -123,4 +123,23 @@ print(json.dumps(sorted(set(sys.modules) - before)))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=60, env=env)
     imported = set(orjson.loads(proc.stdout.splitlines()[-1]))
     heavy = {"dataclasses", "inspect", "typing", "logging", "setproctitle", "anyio", "asyncio", "orjson"}
+    heavy.add("pathlib")  # the job directory arrives as a RootPath (LaunchSpec.from_json)
     assert not imported & heavy, sorted(imported & heavy)
+
+
+def test_run_creates_a_missing_root_private_and_reads_config_paths_as_before(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """``run`` takes a light root too: a missing root is still made (mode 0700), and a
+    config file given with an odd spelling is named in errors as pathlib spells it."""
+    root = tmp_path / "new" / "jobs"
+    doc = cli("--root", str(root) + "//", "run", "--", "echo", "hi", use_root=False).doc
+    assert doc["stdout"] == "hi\n" and doc["stdout_log_path"] == f"{root}/{doc['job_id']}/stdout.log"
+    assert root.stat().st_mode & 0o777 == 0o700
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "config.toml").write_text("[gc]\nauto = 3\n")
+    bad = cli("run", "--config", ".//cfg//config.toml", "--", "true")
+    assert bad.returncode != 0
+    assert bad.doc["error"]["message"] == "invalid config file cfg/config.toml: [gc].auto must be a boolean"
+    default_root = tmp_path / "jobs"
+    assert not default_root.exists() or not any(default_root.iterdir())  # refused: nothing made

@@ -96,24 +96,25 @@ BUDGETS: dict[str, Budget] = {
     "kill": Budget(lambda job: ["kill", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ | {"agent_exec._kill"}),
     "list": Budget(lambda job: ["list"], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
     "ps": Budget(lambda job: ["ps"], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
-    # run/create/start hand the job to a detached supervisor over a socket pair (the
-    # supervisor's own imports happen in its process, after the fork).
+    # run/create/start hand the job to a detached supervisor over a socket pair (through
+    # the ``_socket`` C module; the supervisor's own imports happen in its process, after
+    # the fork); the thread waits for the job's end. A local ``run`` builds no Path either.
     "run": Budget(
         lambda job: ["run", "--", "true"],
-        FRAMEWORKS | HEAVY - {"socket", "threading"},
+        FRAMEWORKS | HEAVY - {"threading"} | NO_PATHLIB,
         LAUNCH,
     ),
     "create": Budget(lambda job: ["create", "--", "true"], FRAMEWORKS | HEAVY, LAUNCH),
     "start": Budget(
         lambda job: ["start", job],  # refused (the job is not 'created'): the path up to the check
-        FRAMEWORKS | HEAVY - {"socket", "threading"},
+        FRAMEWORKS | HEAVY - {"threading"},
         LAUNCH,
     ),
     # _restart still defines a dataclass (and imports typing): restart is not a loop call,
     # but slimming it like the read path would save the same few milliseconds.
     "restart": Budget(
         lambda job: ["restart", "0" * 32],  # an unknown job: the path up to the lookup
-        FRAMEWORKS | HEAVY - {"socket", "threading", "dataclasses", "inspect", "typing", "ast", "dis"},
+        FRAMEWORKS | HEAVY - {"threading", "dataclasses", "inspect", "typing", "ast", "dis"},
         LAUNCH | {"agent_exec._restart"},
     ),
     "tag set": Budget(lambda job: ["tag", "set", job, "--tag", "a.b"], FRAMEWORKS, LAUNCH),

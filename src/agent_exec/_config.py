@@ -1,15 +1,16 @@
 """``config.toml``: the shell wrapper, automatic-GC settings and the job backend.
 
-``run`` reads it on every call: plain classes (no ``dataclasses``) and ``tomllib``
-imported only when a config file exists.
+``run`` reads it on every call: plain classes (no ``dataclasses``), ``tomllib`` imported
+only when a config file exists, and paths as strings (no ``pathlib``), spelled as
+``pathlib`` spells them in messages.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from ._errors import ConfigError
+from ._paths import posix_normal
 from ._process import DEFAULT_WRAPPER, parse_wrapper
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: `run` imports this module on every call
@@ -53,7 +54,7 @@ class Config:
 
     def __init__(
         self,
-        path: Path | None = None,
+        path: str | None = None,
         shell_unix: list[str] | None = None,
         backend_kind: str | None = None,
         backend_address: str | None = None,
@@ -65,21 +66,21 @@ class Config:
         self.backend_address = backend_address
 
 
-def default_config_path() -> Path | None:
+def default_config_path() -> str | None:
     xdg = os.environ.get("XDG_CONFIG_HOME")
     if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "agent-exec" / "config.toml"
+        return posix_normal(os.path.join(xdg, "agent-exec", "config.toml"))
     home = os.environ.get("HOME")
     if not home:
         return None
-    return Path(home) / ".config" / "agent-exec" / "config.toml"
+    return posix_normal(os.path.join(home, ".config", "agent-exec", "config.toml"))
 
 
-def _bad(path: Path, problem: str) -> ConfigError:
+def _bad(path: str, problem: str) -> ConfigError:
     return ConfigError(f"invalid config file {path}: {problem}")
 
 
-def _uint(table: dict[str, Any], key: str, path: Path) -> int | None:
+def _uint(table: dict[str, Any], key: str, path: str) -> int | None:
     value = table.get(key)
     if value is None:
         return None
@@ -90,11 +91,12 @@ def _uint(table: dict[str, Any], key: str, path: Path) -> int | None:
 
 def load_config(explicit: str | None = None) -> Config:
     """Load ``explicit`` or the default file; a missing file is an empty config."""
-    path = Path(explicit) if explicit else default_config_path()
+    path = posix_normal(explicit) if explicit else default_config_path()
     if path is None:
         return Config()
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as file:
+            raw = file.read()
     except FileNotFoundError:
         return Config(path=None)
     except OSError as exc:

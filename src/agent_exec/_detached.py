@@ -112,7 +112,7 @@ def supervisor_main(sock: _socket.socket) -> None:
     """
     relay = _SignalRelay()
     relay.install()
-    import pathlib  # noqa: F401 - LaunchSpec.from_json builds Paths: loaded before the job comes
+    import json  # noqa: F401 - LaunchSpec.from_json parses JSON: loaded before the job comes
 
     from ._spec import LaunchSpec
     from ._workload import note_resumed
@@ -235,6 +235,7 @@ def _run_job(
             if _silent(spec):
                 _yield_cpu(warm_tid)
             os.read(ready_r, 1)
+            _full_paths(spec)
             import anyio
 
             anyio.run(_after_job, spec, state)
@@ -250,15 +251,28 @@ def _run_job(
             if _silent(spec):
                 _yield_cpu(warm_tid)
             os.read(ready_r, 1)
+            _full_paths(spec)
             import anyio
 
             anyio.run(_after_job, spec, state)
             return
     spawned.set()
     os.read(ready_r, 1)
+    _full_paths(spec)
     import anyio
 
     anyio.run(_supervise_and_collect, relay, spec, lock_fd, started)
+
+
+def _full_paths(spec: LaunchSpec) -> None:
+    """The job directory as a ``Path`` for the event-loop side (notifier, supervisor,
+    auto-GC), now that loading the event loop has loaded ``pathlib``. Until the spawn it is
+    a :class:`~agent_exec._paths.RootPath` (``LaunchSpec.from_json``): importing
+    ``pathlib`` cost milliseconds between the fork and the hand-over, the critical path of
+    ``run``."""
+    from pathlib import Path
+
+    spec.job_dir = Path(spec.job_dir)
 
 
 def _now() -> str:

@@ -47,13 +47,13 @@ def resolve_root(root: str | os.PathLike[str] | None = None, *, light: bool = Fa
         home = os.environ.get("HOME") or os.path.expanduser("~")
         text = os.path.join(home, ".local", "share", "agent-exec", "jobs")
     if light:
-        return RootPath(_posix_normal(text))
+        return RootPath(posix_normal(text))
     from pathlib import Path
 
     return Path(text)
 
 
-def _posix_normal(text: str) -> str:
+def posix_normal(text: str) -> str:
     """``text`` spelled as ``str(PurePosixPath(text))`` spells it."""
     lead = "//" if text.startswith("//") and not text.startswith("///") else "/"[: text[:1] == "/"]
     return lead + "/".join(part for part in text.split("/") if part and part != ".") or "."
@@ -81,7 +81,7 @@ else:
         def __truediv__(self, name: str) -> RootPath:
             if "/" in name or name in ("", ".", ".."):
                 joined = name if name[:1] == "/" else self + name if self.endswith("/") else f"{self}/{name}"
-                return RootPath(_posix_normal(joined))
+                return RootPath(posix_normal(joined))
             if self == ".":
                 return RootPath(name)
             return RootPath(f"{self}{name}" if self.endswith("/") else f"{self}/{name}")

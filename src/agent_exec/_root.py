@@ -101,7 +101,7 @@ def ensure_root(root: Path) -> None:
     """Create ``root`` (and its parents) private to the caller if missing, then check it."""
     if not check_root(root):
         try:
-            root.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            os.makedirs(root, mode=DIR_MODE, exist_ok=True)  # the mode applies to the root itself
         except OSError as exc:
             reason = _describe_missing(root)
             if reason is not None:

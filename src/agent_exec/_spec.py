@@ -111,10 +111,18 @@ class LaunchSpec:
 
     @classmethod
     def from_json(cls, raw: bytes) -> LaunchSpec:
-        from pathlib import Path  # the supervisor's side only: read commands never build one
+        """The spec as :meth:`to_json` wrote it. ``job_dir`` comes back as a
+        :class:`~agent_exec._paths.RootPath`: a supervisor gets its job before it has loaded
+        ``pathlib`` (see ``_detached``), and turns it into a ``Path`` once it has."""
+        from ._paths import RootPath
 
         data = loads(raw)
-        data["job_dir"] = Path(data["job_dir"])
-        data["full_log"] = Path(data["full_log"]) if data.get("full_log") else None
+        data["job_dir"] = RootPath(data["job_dir"])
+        if data.get("full_log"):
+            from pathlib import Path  # ``run --log PATH``: the user's own file
+
+            data["full_log"] = Path(data["full_log"])
+        else:
+            data["full_log"] = None
         data["meta_key"] = tuple(data["meta_key"]) if data.get("meta_key") else None
         return cls(**data)

@@ -91,8 +91,12 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(complete_from_env(args))
     if "run" in args or "start" in args or "restart" in args:
-        # Fork the job's supervisor before anything else, so that its start-up (importing
-        # anyio) overlaps ours on the other core (see _launch).
+        # Fork the job's supervisor now, so that its start-up overlaps ours on the other
+        # core (see _launch), but after the modules both processes need: the supervisor
+        # inherits them instead of importing them a second time.
+        import json  # noqa: F401 - both write and parse JSON before the hand-over
+
+        from .. import _jobs  # noqa: F401
         from .._launch import prefork
 
         prefork()  # best effort: a failed fork is retried (and reported) at launch

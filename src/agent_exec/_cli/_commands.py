@@ -86,9 +86,9 @@ def _definition(p: Params, wrapper: list[str]) -> Any:
 
 
 def _stdin_source(p: Params) -> Any:
-    from pathlib import Path
-
     if p["stdin_file"] is not None:
+        from pathlib import Path
+
         return Path(p["stdin_file"])
     if p["stdin"] is None:
         return None
@@ -120,8 +120,6 @@ def _gc_settings(p: Params, config: Any) -> Any:
 
 
 def cmd_run(p: Params, g: Params) -> Result:
-    from pathlib import Path
-
     from .._config import load_config, resolve_wrapper
     from .._jobs import (
         create_job_dir,
@@ -136,14 +134,16 @@ def cmd_run(p: Params, g: Params) -> Result:
     wrapper = resolve_wrapper(p["shell_wrapper"], config := load_config(p["config"]))
     gc_settings = _gc_settings(p, config)
     clock = time.monotonic()
-    root = _root(g)
+    root = _root(g, light=True)  # a local job needs no pathlib on this side (see RootPath)
     definition = _definition(p, wrapper)
     stdin = _stdin_source(p)
     if p["log"]:
         require_text(p["log"], "--log")
     kind, address = _backend(g, config)
     if kind == "ray":
-        return "run", _run_on_ray(p, root, definition, stdin, address, clock)
+        from pathlib import Path
+
+        return "run", _run_on_ray(p, Path(root), definition, stdin, address, clock)
     from .._launch import take_supervisor
 
     supervisor = take_supervisor()  # before anything exists: a failed fork leaves nothing
@@ -166,7 +166,7 @@ def cmd_run(p: Params, g: Params) -> Result:
             meta,
             env_pairs=definition.env,
             cwd=p["cwd"],
-            full_log=Path(p["log"]) if p["log"] else None,
+            full_log=_log_path(p["log"]),
         )
         spec.auto_gc = gc_settings
         launch_new_job(spec, supervisor)
@@ -183,6 +183,14 @@ def cmd_run(p: Params, g: Params) -> Result:
             max_bytes=p["max_bytes"],
         )
     return "run", data
+
+
+def _log_path(text: str | None) -> Path | None:
+    if not text:
+        return None
+    from pathlib import Path
+
+    return Path(text)
 
 
 def _backend(g: Params, config: Any) -> tuple[str, str]:
@@ -212,9 +220,7 @@ def _run_on_ray(
     )
     job_dir = job.path
     job.close()
-    spec = launch_spec(
-        job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=Path(p["log"]) if p["log"] else None
-    )
+    spec = launch_spec(job_dir, meta, env_pairs=definition.env, cwd=p["cwd"], full_log=_log_path(p["log"]))
     try:
         with supervision_claim(job_dir) as lock_fd:
             assert lock_fd is not None  # a brand-new job directory
