@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import math
 import os
 import time
 from collections import deque
@@ -317,8 +318,15 @@ class JobRunner:
         self._finished += 1
 
     def _release_slot(self) -> None:
-        """A job let go of its slot: the longest-queued job gets it."""
-        if self._queue and not self._closing and self._task_group is not None:
+        """A job let go of its slot: the longest-queued job gets it, unless the runner is
+        being cancelled (this job's task then sees the cancellation before the host task
+        has left the ``async with``: nothing new may start)."""
+        if (
+            self._queue
+            and not self._closing
+            and self._task_group is not None
+            and anyio.current_effective_deadline() != -math.inf
+        ):
             entry = self._queue.popleft()
             self._wake_if_queue_empty()
             self._task_group.start_soon(self._run_job, entry, name=f"job {entry.job.job_id}")

@@ -91,6 +91,20 @@ class _Supervision:
         then: an in-process waiter must not wait for a pending ``kill_after`` escalation or
         the completion notifications.
         """
+        if not self.state_lock.locked():
+            # The common case, without a checkpoint: nothing else holds the lock across
+            # an await (the progress refresh writes without one), so the first attempt
+            # needs neither the lock nor a shield.
+            self.finished = True
+            try:
+                self.reserve.write_state(self.spec.handle(), state)
+            except OSError:
+                pass
+            else:
+                self.release_lock()
+                if self.on_terminal is not None:
+                    self.on_terminal(state)
+                return state
         with anyio.CancelScope(shield=True):
             async with self.state_lock:
                 self.finished = True
