@@ -74,7 +74,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class JobDir:
     """One job directory, by descriptor; close it (or use ``with``) when done."""
 
-    __slots__ = ("building", "fd", "ident", "meta_key", "name", "root")
+    __slots__ = ("_path", "building", "fd", "ident", "meta_key", "name", "root")
 
     def __init__(self, root: Path, name: str, fd: int, *, building: str | None = None) -> None:
         self.root = root
@@ -86,25 +86,27 @@ class JobDir:
         self.ident = (info.st_dev, info.st_ino)
         #: ``(inode, size, mtime_ns)`` of the ``meta.json`` written through this handle.
         self.meta_key: tuple[int, int, int] | None = None
+        self._path: Path | None = None
 
     @classmethod
     def build(cls, root: Path, name: str) -> JobDir:
         """A new job directory made under the temporary name ``.tmp-<name>``: invisible to
         every reader (not a job name) until :meth:`publish` renames it into place, complete."""
         building = f".tmp-{name}"
-        os.mkdir(root / building, 0o700)
+        where = os.path.join(root, building)
+        os.mkdir(where, 0o700)
         try:
-            return cls(root, name, os.open(root / building, DIR_FLAGS), building=building)
+            return cls(root, name, os.open(where, DIR_FLAGS), building=building)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.rmdir(root / building)
+                os.rmdir(where)
             raise
 
     def publish(self) -> None:
         """Rename a directory made by :meth:`build` to ``<root>/<name>``: the job appears
         whole, in one step."""
         if self.building is not None:
-            os.rename(self.root / self.building, self.path)
+            os.rename(os.path.join(self.root, self.building), self.path)
             self.building = None
             if _FSYNC:
                 root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -140,7 +142,9 @@ class JobDir:
     @property
     def path(self) -> Path:
         """Where the job directory is meant to be (for messages and reported log paths)."""
-        return self.root / self.name
+        if self._path is None:
+            self._path = self.root / self.name
+        return self._path
 
     @property
     def job_id(self) -> str:

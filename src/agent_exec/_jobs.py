@@ -305,7 +305,6 @@ def create_job_dir(
     if not root_checked:  # a runner checks its root once a second, not for every job
         ensure_root(root)
     job_id = new_job_id(root)
-    job_dir = root / job_id
     meta = JobMeta(
         job_id=job_id,
         command=list(definition.command),
@@ -335,7 +334,7 @@ def create_job_dir(
     try:
         job = JobDir.build(root, job_id)
     except OSError as exc:
-        raise IoError.from_os(exc, "failed to create job directory", job_dir) from None
+        raise IoError.from_os(exc, "failed to create job directory", root / job_id) from None
     try:
         if stdin is not None:
             _materialise_stdin(job, stdin, stdin_max_bytes)
