@@ -287,6 +287,51 @@ async def queuing_yields_to_the_loop(root: Path) -> None:
         await blocker.kill(signal.SIGKILL)
 
 
+async def waiting_on_finished_jobs_yields(root: Path) -> None:
+    """Collecting the results of many finished jobs lets other tasks run between them
+    (``wait`` is a checkpoint even when the result is known: it once held the loop for
+    the whole loop over 2,000 jobs)."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.lowlevel.checkpoint()
+            ticks += 1
+
+    async with JobRunner(root, max_concurrency=8) as runner:
+        jobs = [await runner.run(["true"]) for _ in range(50)]
+        results = [await job.wait() for job in jobs]  # every one finished now
+        assert all(result.ok for result in results)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            await anyio.lowlevel.checkpoint()  # the ticker is running
+            before = ticks
+            for job in jobs:
+                await job.wait()
+            tg.cancel_scope.cancel()
+        assert ticks - before >= 40, (before, ticks)
+
+
+async def vanished_queued_job_fails_cleanly(root: Path) -> None:
+    """A queued job whose directory is deleted before its turn ends ``failed`` with the
+    reason, its waiter wakes, and the runner and the other jobs carry on."""
+    import shutil
+
+    async with JobRunner(root, max_concurrency=1) as runner:
+        blocker = await runner.run(["sleep", "30"])
+        doomed = await runner.run(["true"])
+        survivor = await runner.run(["echo", "still here"])
+        shutil.rmtree(doomed.job_dir)
+        await blocker.kill(signal.SIGKILL)
+        with anyio.fail_after(20):
+            lost = await doomed.wait()
+            fine = await survivor.wait()
+    assert lost.state is JobStatus.FAILED and lost.reason is not None, lost
+    assert lost.reason.startswith("job_directory_moved"), lost.reason
+    assert fine.ok and fine.stdout is not None and fine.stdout.text == "still here\n", fine
+
+
 async def notification_sinks_run_through_a_shell(root: Path, tmp_path: Path) -> None:
     """A library job execs its argv directly, but its completion sinks (shell strings)
     still run through ``sh -c``."""

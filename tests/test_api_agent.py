@@ -69,3 +69,13 @@ async def test_queuing_400_jobs_yields_to_the_event_loop(root: Path) -> None:
 @pytest.mark.asyncio
 async def test_notification_sinks_of_a_library_job_run_through_a_shell(root: Path, tmp_path: Path) -> None:
     await agent_loop.notification_sinks_run_through_a_shell(root, tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_waiting_on_finished_jobs_yields_to_the_event_loop(root: Path) -> None:
+    await agent_loop.waiting_on_finished_jobs_yields(root)
+
+
+@pytest.mark.asyncio
+async def test_a_queued_job_whose_directory_vanished_fails_cleanly(root: Path) -> None:
+    await agent_loop.vanished_queued_job_fails_cleanly(root)

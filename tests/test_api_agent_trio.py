@@ -48,3 +48,11 @@ async def test_timed_out_jobs_are_never_ok_and_wait_does_not_wait_for_kill_after
 
 async def test_queuing_400_jobs_yields_to_the_event_loop(root: Path) -> None:
     await agent_loop.queuing_yields_to_the_loop(root)
+
+
+async def test_waiting_on_finished_jobs_yields_to_the_event_loop(root: Path) -> None:
+    await agent_loop.waiting_on_finished_jobs_yields(root)
+
+
+async def test_a_queued_job_whose_directory_vanished_fails_cleanly(root: Path) -> None:
+    await agent_loop.vanished_queued_job_fails_cleanly(root)

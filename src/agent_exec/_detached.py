@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import _socket
     from typing import Any
 
-    from ._models import JobState
+    from ._models import JobState, WorkloadIdentity
     from ._spec import LaunchSpec
     from ._workload import Started
 
@@ -85,9 +85,10 @@ class _SignalRelay:
         """The workload was reaped: its pid must never be signalled again (it may be reused)."""
         self.pid = None
 
-    def started(self, value: int | None = None) -> None:
-        """``task_status.started`` of :func:`~agent_exec._supervisor.supervise`: the workload pid."""
-        self.pid = value
+    def started(self, value: WorkloadIdentity | int | None = None) -> None:
+        """``task_status.started`` of :func:`~agent_exec._supervisor.supervise` (the
+        workload's identity), or the workload's pid."""
+        self.pid = value if value is None or isinstance(value, int) else value.pid
         if value is not None:
             for signum in self.pending:
                 self._forward(signum)

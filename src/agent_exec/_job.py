@@ -10,13 +10,13 @@ while it is still queued. A handle from :meth:`JobRunner.job` works on any job o
 from __future__ import annotations
 
 import contextlib
-import math
 import signal as _signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 import anyio
+import anyio.lowlevel
 
 from ._errors import InvalidState
 from ._models import JobState, JobStatus
@@ -141,8 +141,11 @@ class Job:
             :meth:`anyio.abc.Process.aclose`.
         """
         try:
-            with anyio.move_on_after(math.inf if timeout is None else timeout):
+            if timeout is None:
                 await self._wait_terminal()
+            else:
+                with anyio.move_on_after(timeout):
+                    await self._wait_terminal()
         except BaseException:
             if kill_on_cancel:
                 with anyio.CancelScope(shield=True):
@@ -151,6 +154,11 @@ class Job:
         return self._result(self._state(), max_bytes, output)
 
     async def _wait_terminal(self) -> None:
+        if self._final is not None:
+            # Still a checkpoint (anyio's rule): a loop collecting thousands of finished
+            # jobs must let the event loop run between them.
+            await anyio.lowlevel.checkpoint()
+            return
         while self._done is not None and self._final is None:
             await self._done.wait()
             if self._final is None:  # detached from the runner: read the store below

@@ -74,7 +74,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class JobDir:
     """One job directory, by descriptor; close it (or use ``with``) when done."""
 
-    __slots__ = ("building", "fd", "ident", "name", "root")
+    __slots__ = ("building", "fd", "ident", "meta_key", "name", "root")
 
     def __init__(self, root: Path, name: str, fd: int, *, building: str | None = None) -> None:
         self.root = root
@@ -84,6 +84,8 @@ class JobDir:
         self.building = building
         info = os.fstat(fd)
         self.ident = (info.st_dev, info.st_ino)
+        #: ``(inode, size, mtime_ns)`` of the ``meta.json`` written through this handle.
+        self.meta_key: tuple[int, int, int] | None = None
 
     @classmethod
     def build(cls, root: Path, name: str) -> JobDir:
@@ -250,16 +252,19 @@ class JobDir:
         except ValueError as exc:  # JSONDecodeError, invalid UTF-8, NaN (see _codec)
             raise StateCorrupt(f"failed to parse {self.path / name}: {exc}") from None
 
-    def write_new(self, name: str, data: bytes, *, mode: int = FILE_MODE) -> None:
+    def write_new(self, name: str, data: bytes, *, mode: int = FILE_MODE) -> tuple[int, int, int]:
         """Create ``name`` (it must not exist) holding ``data``: for a directory that no reader
-        can see yet, where no temporary file and rename are needed."""
+        can see yet, where no temporary file and rename are needed. Returns the file's
+        ``(inode, size, mtime_ns)``, to tell later whether it changed."""
         fd = self.open_file(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             _write_all(fd, data)
             if _FSYNC:
                 os.fsync(fd)
+            info = os.fstat(fd)
         finally:
             os.close(fd)
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
 
     def atomic_write(self, name: str, data: bytes, *, mode: int = FILE_MODE) -> None:
         """Replace ``name`` with ``data`` so that readers see the old or the new file, never a mix.

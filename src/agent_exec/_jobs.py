@@ -287,6 +287,7 @@ def create_job_dir(
     initial_state: Callable[[str], JobState] | None = None,
     publish: bool = True,
     backend: dict[str, Any] | None = None,
+    root_checked: bool = False,
 ) -> tuple[JobDir, JobMeta]:
     """Create the job directory with ``meta.json``, ``stdin.bin``, empty logs and (given
     ``initial_state(job_id)``) ``state.json``; return it held by descriptor (the caller
@@ -301,7 +302,8 @@ def create_job_dir(
     run locally (``{"kind": "ray", "address": ...}``).
     """
     _require_text_definition(definition)
-    ensure_root(root)
+    if not root_checked:  # a runner checks its root once a second, not for every job
+        ensure_root(root)
     job_id = new_job_id(root)
     job_dir = root / job_id
     meta = JobMeta(
@@ -338,7 +340,7 @@ def create_job_dir(
         if stdin is not None:
             _materialise_stdin(job, stdin, stdin_max_bytes)
             meta.stdin_file = STDIN_FILE
-        job.write_new(META_FILE, dump_pretty(meta.to_dict()))
+        job.meta_key = job.write_new(META_FILE, dump_pretty(meta.to_dict()))
         # The CLI pre-creates the logs (readers may look before the supervisor starts);
         # an in-process runner's supervisor creates them an instant later.
         for name in (STDOUT_LOG, STDERR_LOG, FULL_LOG) if precreate_logs else ():
@@ -387,6 +389,7 @@ def launch_spec(
         job_dir=job_dir.path if isinstance(job_dir, JobDir) else job_dir,
         dir=job_dir if isinstance(job_dir, JobDir) else None,
         meta=meta.to_dict(),
+        meta_key=job_dir.meta_key if isinstance(job_dir, JobDir) else None,
         command=meta.command,
         # ``[]`` (not missing) is a library job's direct exec.
         wrapper=meta.shell_wrapper if meta.shell_wrapper is not None else list(DEFAULT_WRAPPER),

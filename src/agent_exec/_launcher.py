@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._models import JobState
+from ._models import JobState, WorkloadIdentity
 from ._spec import LaunchSpec
 from ._store import lock_held_elsewhere, write_state
 
@@ -51,12 +51,12 @@ class LocalLauncher:
         spec: LaunchSpec,
         lock_fd: int,
         *,
-        task_status: anyio.abc.TaskStatus[int | None],
+        task_status: anyio.abc.TaskStatus[WorkloadIdentity | None],
         on_terminal: Callable[[JobState], None],
         on_output: Callable[[], None],
     ) -> JobState:
         """Run the workload to completion in this event loop (``task_status.started`` gets
-        its pid); the supervisor lock ``lock_fd`` is released at the terminal state."""
+        its identity); the supervisor lock ``lock_fd`` is released at the terminal state."""
         from ._supervisor import supervise
 
         return await supervise(

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import orjson
 
@@ -384,14 +385,9 @@ class Notifier:
     """
 
     def __init__(self, spec: LaunchSpec) -> None:
+        # Kept to a few assignments: a supervisor makes one per job, and most jobs never
+        # notify (paths and bounds are worked out when a sink runs).
         self.spec = spec
-        # A sink command is a shell string; a library job whose workload is exec'd
-        # directly (no wrapper) runs its sinks through ``sh -c``.
-        self._sink_wrapper = list(spec.wrapper) or list(LIBRARY_SHELL)
-        self._events_path = spec.job_dir / NOTIFICATION_EVENTS_FILE
-        self._stdout_path = str(spec.job_dir / STDOUT_LOG)
-        self._stderr_path = str(spec.job_dir / STDERR_LOG)
-        self._bounds = _Bounds.from_env(os.environ)
         self._meta_key: tuple[int, int, int] | None = None
         #: The configuration last parsed, and the ``meta.json`` it was parsed from.
         self._config: NotificationConfig | None = None
@@ -407,6 +403,41 @@ class Notifier:
         self._busy = False
         self._closed = False
         self._batch_scope: anyio.CancelScope | None = None
+        #: Where :meth:`run` is started once there is something to deliver (see :meth:`bind`).
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._delivering = False
+
+    @property
+    def _sink_wrapper(self) -> list[str]:
+        # A sink command is a shell string; a library job whose workload is exec'd
+        # directly (no wrapper) runs its sinks through ``sh -c``.
+        return list(self.spec.wrapper) or list(LIBRARY_SHELL)
+
+    @property
+    def _events_path(self) -> Path:
+        return self.spec.job_dir / NOTIFICATION_EVENTS_FILE
+
+    @property
+    def _stdout_path(self) -> str:
+        return str(self.spec.job_dir / STDOUT_LOG)
+
+    @property
+    def _stderr_path(self) -> str:
+        return str(self.spec.job_dir / STDERR_LOG)
+
+    @property
+    def _bounds(self) -> _Bounds:
+        return _Bounds.from_env(os.environ)
+
+    @property
+    def delivering(self) -> bool:
+        """Has the delivery task been started?"""
+        return self._delivering
+
+    def bind(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Deliver output matches from a task of ``task_group``, started with the first
+        match (a job without matches costs no task)."""
+        self._task_group = task_group
 
     # -- configuration ------------------------------------------------------------------
 
@@ -437,10 +468,13 @@ class Notifier:
         if key == self._meta_key:
             return
         self._meta_key = key
-        try:
-            data = orjson.loads(job.read_bytes(META_FILE))
-        except (StateCorrupt, orjson.JSONDecodeError):
-            return  # keep the previous configuration
+        if key == self.spec.meta_key and self.spec.meta is not None:
+            data = self.spec.meta  # the file the launcher wrote, unchanged: no need to read it
+        else:
+            try:
+                data = orjson.loads(job.read_bytes(META_FILE))
+            except (StateCorrupt, orjson.JSONDecodeError):
+                return  # keep the previous configuration
         if not isinstance(data, dict):
             return
         config = NotificationConfig.from_dict(data.get("notification"))
@@ -475,11 +509,15 @@ class Notifier:
             return
         self._queue.append(_Match(matcher.config, stream, line))
         self._queued_bytes += cost
+        if not self._delivering and self._task_group is not None:
+            self._delivering = True
+            self._task_group.start_soon(self.run)
         if self._wakeup is not None:
             self._wakeup.set()
 
     async def run(self) -> None:
         """Deliver queued matches, in order, until cancelled."""
+        self._delivering = True
         while not self._closed:
             if not self._queue:
                 self._signal_progress()
@@ -513,6 +551,10 @@ class Notifier:
     async def drain(self) -> None:
         """Give queued matches up to the drain bound; drop (and record) the rest, so that
         ``notification_events.ndjson`` is complete when the terminal state is written."""
+        if not self._delivering and not self._queue:  # nothing was ever matched
+            self._closed = True
+            self._record_drops()
+            return
         with anyio.move_on_after(self._bounds.drain):
             await self._wait_settled(queue_too=True)
         self._closed = True

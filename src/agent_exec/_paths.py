@@ -119,6 +119,10 @@ def _canonical_cwd(base: str | os.PathLike[str] | None) -> str:
             base = os.getcwd()
         except OSError:
             base = "."
+        else:
+            if base.startswith("/"):
+                return base  # the kernel's answer is already free of symlinks
+
     try:
         return os.path.realpath(base, strict=True)
     except (OSError, ValueError):
@@ -136,7 +140,7 @@ def new_job_id(root: Path) -> str:
     """32 lowercase hex characters that name no existing entry of ``root``."""
     for _ in range(16):
         candidate = os.urandom(16).hex()
-        if not os.path.lexists(root / candidate):
+        if not os.path.lexists(os.path.join(root, candidate)):
             return candidate
     raise JobIdExhausted()
 

@@ -150,8 +150,11 @@ def signal_group(pid: int, signum: int) -> bool:
 def _stat_fields(pid: int | str) -> list[bytes] | None:
     """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, ... (field 3 on)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            raw = file.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)  # no io stack: per job
+        try:
+            raw = os.read(fd, 4096)
+        finally:
+            os.close(fd)
         return raw[raw.rindex(b")") + 2 :].split()
     except (OSError, ValueError):
         return None

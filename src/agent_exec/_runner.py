@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,17 +23,19 @@ from typing import TYPE_CHECKING, Unpack
 import anyio
 import anyio.abc
 
-from ._errors import InvalidState, RunnerClosed
+from ._errors import TRANSIENT_ERRNOS, InvalidState, RunnerClosed, StateCorrupt
 from ._job import DEFAULT_MAX_BYTES, Job, SignalLike
-from ._jobs import QUEUED_REASON, create_job, launch_spec, list_data
+from ._jobdir import StateUnreadable
+from ._jobs import QUEUED_REASON, create_job_dir, launch_spec, list_data
 from ._launcher import LocalLauncher
-from ._models import JobState, JobStatus
+from ._models import JobState, JobStatus, WorkloadIdentity
 from ._options import RunOptions, StdinSource, job_definition, stdin_payload
 from ._paths import resolve_job, resolve_root
 from ._results import ExcerptSide, JobResult, JobSummary
 from ._spec import LaunchSpec
 from ._store import open_lock, read_state_raw, try_lock_exclusive, write_state
 from ._timeutil import now_ts
+from ._workload import DIR_MOVED
 
 if TYPE_CHECKING:
     from ._backends.base import Backend
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = ["JobRunner", "RunOptions", "StdinSource"]
 
+#: How often (seconds) the jobs root is checked again for ownership and permissions
+#: (``_root.check_root``): once a second, not once per job.
+_ROOT_RECHECK = 1.0
 #: How long the record of a job that could not start is retried when out of descriptors.
 _FAIL_WRITE_PATIENCE = 5.0
 
@@ -74,7 +80,8 @@ class JobRunner:
                 ...
 
     - ``root`` is the jobs root (resolved like the CLI's ``--root``: ``$AGENT_EXEC_ROOT``,
-      then the XDG data directory).
+      then the XDG data directory). Its safety (owner, permissions: see the README) is
+      checked with the first job and then at most once a second, not for every job.
     - ``max_concurrency`` bounds how many jobs run at once, detached ones included; the
       others wait their turn in submission order, recorded ``created``, holding no file
       descriptor. ``job.kill()`` takes a queued job out of the queue (it never starts).
@@ -119,6 +126,7 @@ class JobRunner:
         self._finished = 0
         self._closing = False
         self._detached_watches: set[anyio.CancelScope] = set()
+        self._root_checked_at = -_ROOT_RECHECK
 
     def __repr__(self) -> str:
         counts = f"running={self._active} queued={len(self._queue)}"
@@ -207,12 +215,30 @@ class JobRunner:
         # loop iteration; a worker-thread hop per job costs more throughput than it saves.
         # No checkpoint lies inside, so a cancellation can never leave a job half-made.
         record = self.backend.record()
-        job_id, job_dir, meta = create_job(
-            self.root, definition, stdin=stdin, precreate_logs=detached or record is not None, backend=record
+        starts_now = self.max_concurrency is None or self._active < self.max_concurrency
+        checked = self._root_checked_at + _ROOT_RECHECK > time.monotonic()
+        handle, meta = create_job_dir(
+            self.root,
+            definition,
+            root_checked=checked,
+            stdin=stdin,
+            precreate_logs=detached or record is not None,
+            backend=record,
+            # Queued: visible as ``created``; ``reason``/``pid`` say who will start it
+            # (``agent-exec start`` leaves it alone). Written before the directory appears.
+            initial_state=None if starts_now else self._queued_state,
         )
-        spec = launch_spec(job_dir, meta, env_pairs=env_pairs, cwd=definition.cwd)
-        job = Job(job_id, job_dir)
-        if self.max_concurrency is None or self._active < self.max_concurrency:
+        if not checked:
+            self._root_checked_at = time.monotonic()
+        job_id = meta.job_id
+        spec = launch_spec(handle, meta, env_pairs=env_pairs, cwd=definition.cwd)
+        job = Job(job_id, handle.path)
+        if not starts_now or detached or record is not None:
+            # Only a job supervised in this loop right away keeps its directory open; a
+            # queued job holds no descriptor, other launchers open what they need.
+            spec.dir = None
+            handle.close()
+        if starts_now:
             self._active += 1
             if detached and self.max_concurrency is None:
                 try:
@@ -225,16 +251,7 @@ class JobRunner:
                     self._run_job, _Queued(job, spec, detached), name=f"job {job_id}"
                 )
             return job
-        # Queued: visible as ``created``; the slot is handed on in submission order.
-        # (``reason``/``pid`` say who will start it: ``agent-exec start`` leaves it alone.)
-        queued = JobState(
-            job_id=job_id,
-            status=JobStatus.CREATED,
-            updated_at=now_ts(),
-            reason=QUEUED_REASON,
-            pid=os.getpid(),
-        )
-        write_state(job_dir, queued)
+        # Queued (recorded ``created``): the slot is handed on in submission order.
         entry = _Queued(job, spec, detached, queued=True)
         if not detached:
             job._attach(lambda: self._dequeue(entry))
@@ -260,6 +277,16 @@ class JobRunner:
         """
         job = await self.run(command, **options)
         return await job.wait(kill_on_cancel=True, max_bytes=max_bytes, output=output)
+
+    @staticmethod
+    def _queued_state(job_id: str) -> JobState:
+        return JobState(
+            job_id=job_id,
+            status=JobStatus.CREATED,
+            updated_at=now_ts(),
+            reason=QUEUED_REASON,
+            pid=os.getpid(),
+        )
 
     def _dequeue(self, entry: _Queued) -> bool:
         """Cancel a queued job (``Job.kill``); False if it is no longer queued."""
@@ -356,10 +383,18 @@ class JobRunner:
 
         :raises OSError: the lock cannot be opened (e.g. out of descriptors).
         """
-        lock_fd = open_lock(spec.job_dir)
         try:
-            taken = await _lock_patiently(lock_fd)
-            if taken and queued and read_state_raw(spec.job_dir).status is not JobStatus.CREATED:
+            handle = spec.handle()
+        except OSError as exc:
+            if exc.errno in TRANSIENT_ERRNOS:
+                raise
+            # Deleted, renamed or replaced while queued: nothing runs for it.
+            await _fail(job, spec, f"{DIR_MOVED}: {spec.job_dir}: {exc.strerror or exc}")
+            return None
+        lock_fd = open_lock(handle)
+        try:
+            taken = try_lock_exclusive(lock_fd) or await _lock_patiently(lock_fd)
+            if taken and queued and read_state_raw(handle).status is not JobStatus.CREATED:
                 taken = False
         except Exception:
             taken = False
@@ -368,6 +403,8 @@ class JobRunner:
             raise
         if not taken:
             os.close(lock_fd)
+            handle.close()
+            spec.dir = None
             job._detach()
             return None
         return lock_fd
@@ -534,11 +571,11 @@ class _GuardedStart:
         self.called = False
         self.pid: int | None = None
 
-    def started(self, value: int | None = None) -> None:
+    def started(self, value: WorkloadIdentity | None = None) -> None:
         if value is not None:
-            self.pid = value
+            self.pid = value.pgid
             if self._guard is not None:
-                self._guard.add(value)
+                self._guard.add(value.pgid, value.start_ticks)
         self.called = True
         self._task_status.started()
 
@@ -558,9 +595,12 @@ async def _fail(job: Job, spec: LaunchSpec, reason: str) -> None:
                 try:
                     write_state(spec.job_dir, state)
                     break
-                except OSError as exc:
-                    if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                except (OSError, StateUnreadable) as exc:
+                    code = exc.errno if isinstance(exc, OSError) else exc.os_errno
+                    if code not in (errno.EMFILE, errno.ENFILE):
                         break
+                except StateCorrupt:  # the directory is gone: the handle still learns it
+                    break
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 0.5)
     job._finish(state)

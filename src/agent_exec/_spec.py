@@ -40,6 +40,7 @@ class LaunchSpec:
         "job_id",
         "kill_after_s",
         "meta",
+        "meta_key",
         "progress_every_s",
         "stdin_file",
         "timeout_s",
@@ -65,6 +66,7 @@ class LaunchSpec:
         auto_gc: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         dir: JobDir | None = None,
+        meta_key: tuple[int, int, int] | None = None,
     ) -> None:
         self.job_id = job_id
         self.job_dir = job_dir
@@ -83,6 +85,9 @@ class LaunchSpec:
         #: Automatic-GC settings to apply after the job (detached supervisors only).
         self.auto_gc = auto_gc
         self.meta = meta
+        #: ``(inode, size, mtime_ns)`` of the ``meta.json`` the launcher wrote (``meta``):
+        #: while the file still matches, nobody has to read it again.
+        self.meta_key = meta_key
         self.dir = dir
 
     def __repr__(self) -> str:
@@ -119,4 +124,5 @@ class LaunchSpec:
             data["full_log"] = Path(data["full_log"])
         else:
             data["full_log"] = None
+        data["meta_key"] = tuple(data["meta_key"]) if data.get("meta_key") else None
         return cls(**data)

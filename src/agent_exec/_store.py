@@ -18,7 +18,7 @@ import os
 import time
 
 from ._errors import StateCorrupt
-from ._jobdir import MAX_STATE_FILE, JobDir, dump_pretty
+from ._jobdir import MAX_STATE_FILE, JobDir, StateUnreadable, dump_pretty
 from ._models import JobMeta, JobState, JobStatus
 from ._paths import FILE_MODE, LOCK_FILE, META_FILE, STATE_FILE
 from ._timeutil import now_ts
@@ -70,7 +70,7 @@ def held(job: JobRef, *, reading: str = STATE_FILE) -> Iterator[JobDir]:
     try:
         handle = JobDir.open_path(job)
     except OSError as exc:
-        raise StateCorrupt(f"failed to read {job / reading}: {exc.strerror or exc}") from None
+        raise StateUnreadable(f"failed to read {job / reading}: {exc.strerror or exc}", exc.errno) from None
     with handle:
         yield handle
 

@@ -16,17 +16,17 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
-from ._models import JobState, JobStatus
+from ._models import JobState, JobStatus, WorkloadIdentity
 from ._notify import Notifier
 from ._process import signal_group
 from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
 from ._spec import LaunchSpec
 from ._store import write_state
 from ._timeutil import now_ts
+from ._watch import Watch, start_watch
 from ._workload import (
     DIR_MOVED,
     HEARTBEAT,
-    OutputPipe,
     Started,
     apply_output_drops,
     bound_stop,
@@ -181,7 +181,7 @@ async def supervise(
     lock_fd: int | None = None,
     started: Started | None = None,
     stop_aware: bool = False,
-    task_status: anyio.abc.TaskStatus[int | None] = anyio.TASK_STATUS_IGNORED,
+    task_status: anyio.abc.TaskStatus[WorkloadIdentity | None] = anyio.TASK_STATUS_IGNORED,
     on_terminal: TerminalCallback | None = None,
     on_output: Callable[[], None] | None = None,
 ) -> JobState:
@@ -209,7 +209,7 @@ async def _supervise(
     lock_fd: int | None,
     started: Started | None,
     stop_aware: bool,
-    task_status: anyio.abc.TaskStatus[int | None],
+    task_status: anyio.abc.TaskStatus[WorkloadIdentity | None],
     on_terminal: TerminalCallback | None,
     on_output: Callable[[], None] | None,
 ) -> JobState:
@@ -218,8 +218,9 @@ async def _supervise(
     Output is streamed into the job's logs; the terminal state is written only after
     every byte the workload wrote is in them; then ``lock_fd`` (the supervisor lock) is
     released and completion notifications are delivered. ``task_status.started`` gets the
-    workload pid (``None`` if it could not be spawned). If cancelled, the workload's
-    process group is killed and reaped and the job is recorded ``killed``.
+    workload's identity (pid, process group, start time; ``None`` if it could not be
+    spawned). If cancelled, the workload's process group is killed and reaped and the job
+    is recorded ``killed``.
 
     ``started`` adopts a workload that was already spawned (and recorded ``running``) by
     the detached supervisor's synchronous head start (see ``_detached``).
@@ -260,7 +261,7 @@ async def _supervise(
     try:
         sup.pid = started.process.pid
         if not adopted:  # start_workload recorded it running already
-            task_status.started(started.process.pid)
+            task_status.started(started.identity)
         notifier.attach(started.writer)
         state = await _supervise_running(sup, started, notifier, stop_aware, on_output)
     finally:
@@ -279,22 +280,11 @@ async def _supervise_running(
 ) -> JobState:
     spec = sup.spec
     process, pipes, writer = started.process, started.pipes, started.writer
+    watch: Watch | None = None
     try:
         async with anyio.create_task_group() as tg:
-            pumps_done = anyio.Event()
-            pumping = len(pipes)
-
-            async def pump(pipe: OutputPipe) -> None:
-                # Straight in ``tg`` (no task group of their own: one less per job).
-                nonlocal pumping
-                await pipe.pump(writer, on_output)
-                pumping -= 1
-                if not pumping:
-                    pumps_done.set()
-
-            for pipe in pipes:
-                tg.start_soon(pump, pipe)
-            tg.start_soon(notifier.run)
+            watch = start_watch(tg, process, pipes, writer, on_output)
+            notifier.bind(tg)
             if spec.timeout_s > 0:
                 # Exact (the library takes fractions of a second; the CLI whole seconds).
                 remaining = max(0.0, spec.timeout_s - (time.monotonic() - started.clock))
@@ -303,10 +293,11 @@ async def _supervise_running(
                 tg.start_soon(sup.refresh_progress, spec.progress_every_s)
             if stop_aware:
                 tg.start_soon(sup.note_alive, started)
-            returncode = await process.wait()
+            returncode = await watch.exited()
             duration_ms = started.duration_ms()
             with anyio.move_on_after(DRAIN_TIMEOUT):
-                await pumps_done.wait()
+                await watch.drained()
+            watch.close()
             for pipe in pipes:
                 if not pipe.at_eof:
                     pipe.read_available(writer)
@@ -319,8 +310,17 @@ async def _supervise_running(
             apply_output_drops(state, writer)
             state.workload = started.identity
             await sup.write_terminal(state)
-            tg.cancel_scope.cancel()
+            if (
+                watch.has_tasks
+                or notifier.delivering
+                or spec.timeout_s > 0
+                or spec.progress_every_s > 0
+                or stop_aware
+            ):
+                tg.cancel_scope.cancel()  # (not free on asyncio: it formats the task's repr)
     except BaseException as exc:
+        if watch is not None:
+            watch.close()
         with anyio.CancelScope(shield=True):
             await _kill_and_record(sup, started, exc)
         raise

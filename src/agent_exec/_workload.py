@@ -205,6 +205,17 @@ class Started:
             pipe.close()
 
 
+_DEVNULL: list[int] = []
+
+
+def _devnull() -> int:
+    """One ``/dev/null`` descriptor for every workload's stdin (``subprocess.DEVNULL``
+    opens and closes one per spawn)."""
+    if not _DEVNULL:
+        _DEVNULL.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    return _DEVNULL[0]
+
+
 def failed_state(spec: LaunchSpec, started_at: str, reason: str) -> JobState:
     now = now_ts()
     return JobState(
@@ -285,7 +296,7 @@ def start_workload(spec: LaunchSpec) -> Started | str:
         started_clock = time.monotonic()
         process = Workload(
             build_argv(spec.wrapper, spec.command),
-            stdin=stdin_fd if stdin_fd is not None else subprocess.DEVNULL,
+            stdin=stdin_fd if stdin_fd is not None else _devnull(),
             stdout=pipes[0].write_fd,
             stderr=pipes[1].write_fd,
             cwd=spec.cwd,

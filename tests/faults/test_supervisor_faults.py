@@ -346,11 +346,20 @@ def test_kill_reaches_the_workload_of_a_lost_supervisor(cli: Cli, root: Path, re
     assert again["delivered"] is False and again["delivery"] == "workload_gone", again
 
 
+def _ticks_now() -> int:
+    """Clock ticks since boot, the unit of ``start_ticks``."""
+    with open("/proc/uptime", encoding="ascii") as file:
+        return int(float(file.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
 def test_kill_never_signals_a_reused_pid(cli: Cli, root: Path, reaper: list[int]) -> None:
     """The recorded start time must match: a process that now has the job's pid is left alone."""
     job_id = doc(cli("run", "--no-wait", "--", "sleep 60"))["job_id"]
     supervisor = the_supervisor(job_id)
-    poll_until(lambda: job_state(root, job_id).get("workload"))
+    workload = poll_until(lambda: job_state(root, job_id).get("workload"))
+    # A reused pid starts later (pids do not wrap around within one clock tick): start the
+    # stranger in a later tick than the workload's, as a real reuse would be.
+    poll_until(lambda: _ticks_now() > workload["start_ticks"] + 1)
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     reaper.append(stranger.pid)
     os.kill(supervisor, signal.SIGKILL)

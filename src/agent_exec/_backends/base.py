@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import anyio.abc
 
-from .._models import JobState
+from .._models import JobState, WorkloadIdentity
 from .._spec import LaunchSpec
 
 __all__ = ["Backend"]
@@ -59,7 +59,7 @@ class Backend(Protocol):
         spec: LaunchSpec,
         lock_fd: int,
         *,
-        task_status: anyio.abc.TaskStatus[int | None],
+        task_status: anyio.abc.TaskStatus[WorkloadIdentity | None],
         on_terminal: Callable[[JobState], None],
         on_output: Callable[[], None],
     ) -> JobState: ...

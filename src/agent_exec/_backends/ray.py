@@ -28,7 +28,7 @@ import anyio
 import anyio.abc
 
 from .._errors import BackendUnavailable, InvalidArgument, RunnerClosed
-from .._models import JobMeta, JobState, JobStatus
+from .._models import JobMeta, JobState, JobStatus, WorkloadIdentity
 from .._paths import STDIN_FILE
 from .._process import build_argv, build_env, resolve_signal
 from .._spec import LaunchSpec
@@ -221,7 +221,7 @@ class RayJobs:
         spec: LaunchSpec,
         lock_fd: int,
         *,
-        task_status: anyio.abc.TaskStatus[int | None],
+        task_status: anyio.abc.TaskStatus[WorkloadIdentity | None],
         on_terminal: Callable[[JobState], None],
         on_output: Callable[[], None],
     ) -> JobState:
