@@ -86,8 +86,8 @@ def test_read_commands_report_paths_as_run_does(cli: Cli, tmp_path: Path) -> Non
 
 
 def test_housekeeping_runs_at_a_lower_priority() -> None:
-    """``_yield_cpu`` lowers the calling thread and the named one to nice 10 at least, and
-    never raises a priority that is lower already."""
+    """``_yield_cpu`` lowers the calling thread and the given running one to nice 10 at
+    least, and never raises a priority that is lower already."""
     code = """
 import os, threading
 from agent_exec._detached import _yield_cpu
@@ -95,7 +95,7 @@ release = threading.Event()
 worker = threading.Thread(target=release.wait)
 worker.start()
 os.setpriority(os.PRIO_PROCESS, worker.native_id, 15)
-_yield_cpu(worker.native_id, None)
+_yield_cpu(worker, None)
 me, other = threading.get_native_id(), worker.native_id
 print(os.getpriority(os.PRIO_PROCESS, me), os.getpriority(os.PRIO_PROCESS, other))
 release.set()

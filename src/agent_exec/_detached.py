@@ -123,7 +123,6 @@ def supervisor_main(sock: _socket.socket) -> None:
     spawned = threading.Event()
     warm_up: list[str] = []  # the process title, once the job is known
     warming = _start_warm_up(ready_w, spawned, warm_up)
-    warm_tid = warming.native_id if warming is not None else None
     try:
         header, fds = _recv_with_fds(sock, HEADER_SIZE, 2)
         if len(header) < HEADER_SIZE:
@@ -152,7 +151,7 @@ def supervisor_main(sock: _socket.socket) -> None:
         _warm_up(ready_w, None, warm_up)
     holder: list[Any] = []
     try:
-        _run_job(spec, relay, lock_fd, ready_r, holder, spawned, warm_tid)
+        _run_job(spec, relay, lock_fd, ready_r, holder, spawned, warming)
     except BaseException as exc:
         _give_up(spec, relay, holder[0] if holder else None, lock_fd, exc)
 
@@ -213,7 +212,7 @@ def _run_job(
     ready_r: int,
     holder: list[Any],
     spawned: threading.Event,
-    warm_tid: int | None,
+    warming: threading.Thread | None,
 ) -> None:
     from . import _workload
 
@@ -233,7 +232,7 @@ def _run_job(
             if lock_fd is not None:
                 os.close(lock_fd)
             if _silent(spec):
-                _yield_cpu(warm_tid)
+                _yield_cpu(warming)
             os.read(ready_r, 1)
             _full_paths(spec)
             import anyio
@@ -249,7 +248,7 @@ def _run_job(
             holder.clear()
             relay.finished()
             if _silent(spec):
-                _yield_cpu(warm_tid)
+                _yield_cpu(warming)
             os.read(ready_r, 1)
             _full_paths(spec)
             import anyio
@@ -403,16 +402,20 @@ def _silent(spec: LaunchSpec) -> bool:
     )
 
 
-def _yield_cpu(*threads: int | None) -> None:
-    """Lower this thread's priority (and ``threads``', by native id) to ``nice`` 10 at least.
+def _yield_cpu(*threads: threading.Thread | None) -> None:
+    """Lower this thread's priority (and that of ``threads`` still running) to ``nice`` 10
+    at least.
 
     Called once the job is finished (logs, state and lock are final): what is left (the
     completion notification, the auto-GC, loading the event loop for them) is
     housekeeping that nobody waits for, and it must not slow down the calls an agent
     makes next (``status``, the next ``run``) on a busy machine. Linux sets priorities
-    per thread; best effort.
+    per thread; best effort. (A thread that has ended is skipped: its id may name another
+    process some day.)
     """
-    for tid in (threading.get_native_id(), *threads):
+    tids: list[int | None] = [threading.get_native_id()]
+    tids += [thread.native_id for thread in threads if thread is not None and thread.is_alive()]
+    for tid in tids:
         if tid is None:
             continue
         with contextlib.suppress(OSError):
