@@ -6,6 +6,7 @@ Run it (from the repository root)::
     .venv/bin/python benchmarks/bench_runner.py                 # the whole table
     .venv/bin/python benchmarks/bench_runner.py --backend trio
     .venv/bin/python benchmarks/bench_runner.py --quick         # a smoke run
+    .venv/bin/python benchmarks/bench_runner.py --roots disk    # one root only
 
 Each phase runs on a jobs root on tmpfs (``/dev/shm``) and on this machine's disk (a
 temporary directory next to the repository), runner and floor back to back in one process:
@@ -83,6 +84,19 @@ def pss_kib() -> float:
     raise RuntimeError("no Pss in smaps_rollup")
 
 
+def creation_cost(root: Path, count: int = 200) -> float:
+    """Seconds per empty-file creation in ``root`` right now. A job costs a few (see the
+    README), the floor none; on ext4 this varies tenfold with recent deletions (inode
+    allocation skips inodes freed in the last ~30 s: ``recently_deleted``)."""
+    probe = root / "probe"
+    probe.mkdir()
+    started = time.perf_counter()
+    for index in range(count):
+        os.close(os.open(probe / str(index), os.O_CREAT | os.O_WRONLY, 0o600))
+    # Left in place until the root goes: deleting them now would slow the creations measured next.
+    return (time.perf_counter() - started) / count
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -124,7 +138,9 @@ class StepTimer:
                     self.started = time.perf_counter()
 
                 def after_task_step(self, task: object) -> None:
-                    timer.worst = max(timer.worst, time.perf_counter() - self.started)
+                    if self.started:  # (not the step that was running when it was added)
+                        timer.worst = max(timer.worst, time.perf_counter() - self.started)
+                    self.started = 0.0
 
             steps = _Steps()
             trio.lowlevel.add_instrument(steps)
@@ -331,7 +347,8 @@ def verdict(ok: bool) -> str:
 
 async def main(args: argparse.Namespace) -> int:
     n, k = args.jobs, args.concurrency
-    roots = {"tmpfs": Path("/dev/shm"), "disk": REPO}
+    known = {"tmpfs": Path("/dev/shm"), "disk": REPO}
+    roots = {name: path for name, path in known.items() if name in args.roots.split(",")}
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
         f"bench_runner: backend={args.backend} jobs={n} K={k} cpus={os.cpu_count()} "
@@ -345,6 +362,8 @@ async def main(args: argparse.Namespace) -> int:
             continue
         root = Path(tempfile.mkdtemp(prefix=".bench-runner-", dir=parent))
         try:
+            probe = f"{creation_cost(root) * 1e6:.0f} us"
+            table.add("file creation, this root (probe)", name, probe, "", "", "")
             await runner_batch(root / "warm", [["true"]] * min(n, 50), k)
             await floor_batch([["true"]] * min(n, 50), k)
             trues = [["true"]] * n
@@ -440,6 +459,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mem-jobs", type=int, default=200, help="running jobs for the per-job memory")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--quick", action="store_true", help="a smoke run (few jobs)")
+    parser.add_argument("--roots", default="tmpfs,disk", help="which roots to measure (default tmpfs,disk)")
     parser.add_argument("--measure", choices=("running", "queued"), help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)

@@ -332,6 +332,25 @@ async def vanished_queued_job_fails_cleanly(root: Path) -> None:
     assert fine.ok and fine.stdout is not None and fine.stdout.text == "still here\n", fine
 
 
+async def records_are_exchanged_not_replaced(root: Path) -> None:
+    """A runner writes ``running`` and the terminal record by exchanging them with the
+    reserve page: no inode is freed per write (ext4 makes every later file creation pay for
+    recently freed ones). The queued record's inode ends up holding the terminal record,
+    and the reserve (the previous record) stays."""
+    async with JobRunner(root, max_concurrency=1) as runner:
+        blocker = await runner.run(["sleep", "30"])
+        queued = await runner.run(["echo", "done"])
+        created_inode = os.stat(queued.job_dir / "state.json").st_ino
+        await blocker.kill(signal.SIGKILL)
+        with anyio.fail_after(20):
+            result = await queued.wait()
+    assert result.ok, result
+    state = queued.job_dir / "state.json"
+    assert orjson.loads(state.read_bytes())["job"]["status"] == "exited"
+    assert os.stat(state).st_ino == created_inode
+    assert (queued.job_dir / ".state.reserve").exists()
+
+
 async def notification_sinks_run_through_a_shell(root: Path, tmp_path: Path) -> None:
     """A library job execs its argv directly, but its completion sinks (shell strings)
     still run through ``sh -c``."""

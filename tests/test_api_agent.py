@@ -79,3 +79,8 @@ async def test_waiting_on_finished_jobs_yields_to_the_event_loop(root: Path) -> 
 @pytest.mark.asyncio
 async def test_a_queued_job_whose_directory_vanished_fails_cleanly(root: Path) -> None:
     await agent_loop.vanished_queued_job_fails_cleanly(root)
+
+
+@pytest.mark.asyncio
+async def test_state_records_are_exchanged_not_replaced(root: Path) -> None:
+    await agent_loop.records_are_exchanged_not_replaced(root)

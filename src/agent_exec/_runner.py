@@ -32,6 +32,7 @@ from ._launcher import LocalLauncher
 from ._models import JobState, JobStatus, WorkloadIdentity
 from ._options import RunOptions, StdinSource, job_definition, stdin_payload
 from ._paths import resolve_job, resolve_root
+from ._reserve import enable_swap
 from ._results import ExcerptSide, JobResult, JobSummary
 from ._spec import LaunchSpec
 from ._store import open_lock, read_state_raw, try_lock_exclusive, write_state
@@ -140,6 +141,7 @@ class JobRunner:
     async def __aenter__(self) -> JobRunner:
         if self._state is not _RunnerState.UNOPENED:
             raise RuntimeError("a JobRunner cannot be opened twice")
+        enable_swap()  # state records exchanged with the reserve: no inode freed per write
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         try:

@@ -21,7 +21,6 @@ from ._notify import Notifier
 from ._process import signal_group
 from ._reserve import RETRY_EVERY, WRITE_PATIENCE, StateReserve
 from ._spec import LaunchSpec
-from ._store import write_state
 from ._timeutil import now_ts
 from ._watch import Watch, start_watch
 from ._workload import (
@@ -136,7 +135,7 @@ class _Supervision:
                 if self.finished:
                     return
                 with contextlib.suppress(OSError):
-                    write_state(self.spec.handle(), self.running_state())
+                    self.reserve.write_record(self.spec.handle(), self.running_state())
 
     async def note_alive(self, started: Started) -> None:
         """The heartbeat: the last moment the workload was seen running (see

@@ -22,7 +22,6 @@ from ._paths import FULL_LOG, STDERR_LOG, STDOUT_LOG
 from ._process import build_argv, build_env, start_ticks
 from ._reserve import StateReserve
 from ._spec import LaunchSpec
-from ._store import write_state
 from ._timeutil import format_ts, now_ts
 
 #: ``reason`` of a job whose directory was renamed or replaced (by whoever can write to the
@@ -317,7 +316,7 @@ def start_workload(spec: LaunchSpec) -> Started | str:
         pipe.close_write_end()
     identity = WorkloadIdentity(pid=process.pid, pgid=process.pid, start_ticks=start_ticks(process.pid))
     with contextlib.suppress(OSError):  # informational; the terminal record is what counts
-        write_state(
+        reserve.write_record(
             job_dir,
             JobState(
                 job_id=spec.job_id,
