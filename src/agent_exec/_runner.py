@@ -368,6 +368,9 @@ class JobRunner:
             lock_fd = None
             await _fail(job, spec, f"spawn_failed: cannot open the supervisor lock: {exc.strerror or exc}")
         if lock_fd is None:
+            if spec.dir is not None:  # the handle kept from creation: nobody supervises it now
+                spec.dir.close()
+                spec.dir = None
             task_status.started()
             return
         guard = await self._host_guard()
