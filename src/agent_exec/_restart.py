@@ -24,7 +24,6 @@ Why it is safe against concurrent ``restart``/``start``/``gc``/``delete`` of the
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import time
@@ -116,18 +115,6 @@ def _set_generation(fd: int, value: int) -> None:
     data = str(value).encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
-
-
-def _lock_with_patience(fd: int, patience: float) -> bool:
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
 
 
 def _claim_stopped(job_dir: Path, given: str, signum: int, grace: float) -> int:
@@ -256,7 +243,7 @@ def _restart_locked(
         raise JobNotFound(given) from None
     try:
         seen = _generation(restart_fd)
-        if not _lock_with_patience(restart_fd, patience):
+        if not try_lock_exclusive(restart_fd, patience=patience):
             raise InvalidState(f"job {given} is being restarted by another caller; try again")
         generation = _generation(restart_fd)
         try:

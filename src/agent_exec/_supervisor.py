@@ -90,35 +90,31 @@ class _Supervision:
         then: an in-process waiter must not wait for a pending ``kill_after`` escalation or
         the completion notifications.
         """
+        written = False
         if not self.state_lock.locked():
             # The common case, without a checkpoint: nothing else holds the lock across
             # an await (the progress refresh writes without one), so the first attempt
             # needs neither the lock nor a shield.
             self.finished = True
-            try:
+            with contextlib.suppress(OSError):
                 self.reserve.write_state(self.spec.handle(), state)
-            except OSError:
-                pass
-            else:
-                self.release_lock()
-                if self.on_terminal is not None:
-                    self.on_terminal(state)
-                return state
-        with anyio.CancelScope(shield=True):
-            async with self.state_lock:
-                self.finished = True
-                deadline = anyio.current_time() + WRITE_PATIENCE
-                while True:
-                    try:
-                        self.reserve.write_state(self.spec.handle(), state)
-                        break
-                    except OSError:
-                        if anyio.current_time() >= deadline:
-                            self.reserve.release()
-                            if self.on_terminal is not None:
-                                self.on_terminal(state)
-                            raise
-                    await anyio.sleep(RETRY_EVERY)
+                written = True
+        if not written:
+            with anyio.CancelScope(shield=True):
+                async with self.state_lock:
+                    self.finished = True
+                    deadline = anyio.current_time() + WRITE_PATIENCE
+                    while True:
+                        try:
+                            self.reserve.write_state(self.spec.handle(), state)
+                            break
+                        except OSError:
+                            if anyio.current_time() >= deadline:
+                                self.reserve.release()
+                                if self.on_terminal is not None:
+                                    self.on_terminal(state)
+                                raise
+                        await anyio.sleep(RETRY_EVERY)
         self.release_lock()
         if self.on_terminal is not None:
             self.on_terminal(state)

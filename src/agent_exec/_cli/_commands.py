@@ -125,9 +125,7 @@ def cmd_run(p: Params, g: Params) -> Result:
         create_job_dir,
         launch_new_job,
         launch_spec,
-        observe_launched,
         require_text,
-        run_data,
         running_state,
     )
 
@@ -170,19 +168,28 @@ def cmd_run(p: Params, g: Params) -> Result:
         )
         spec.auto_gc = gc_settings
         launch_new_job(spec, supervisor)
-        wait, until, forever = _observation(p)
-        state, waited_ms = observe_launched(job_dir, meta.job_id, wait=wait, until=until, forever=forever)
-        data = run_data(
-            meta.job_id,
-            job_dir,
-            state,
-            tags=meta.tags,
-            env_vars=meta.env_vars,
-            elapsed_ms=int((time.monotonic() - clock) * 1000),
-            waited_ms=waited_ms,
-            max_bytes=p["max_bytes"],
-        )
+        data = _observed(p, job_dir, meta.job_id, meta.tags, meta.env_vars, clock)
     return "run", data
+
+
+def _observed(
+    p: Params, job_dir: Any, job_id: str, tags: list[str], env_vars: list[str], clock: float
+) -> dict[str, Any]:
+    """The ``run``/``start`` document of a launched job, observed as ``--wait``/``--until`` ask."""
+    from .._jobs import observe_launched, run_data
+
+    wait, until, forever = _observation(p)
+    state, waited_ms = observe_launched(job_dir, job_id, wait=wait, until=until, forever=forever)
+    return run_data(
+        job_id,
+        job_dir,
+        state,
+        tags=tags,
+        env_vars=env_vars,
+        elapsed_ms=int((time.monotonic() - clock) * 1000),
+        waited_ms=waited_ms,
+        max_bytes=p["max_bytes"],
+    )
 
 
 def _log_path(text: str | None) -> Path | None:
@@ -206,7 +213,7 @@ def _run_on_ray(
     created), record the job ``created``, submit it, hand it to its detached watcher. If
     Ray refuses the job, nothing is left behind (as for bad input)."""
     from .._backends.ray_cli import launch_on_ray, ray_client_for
-    from .._jobs import create_job_dir, created_state, launch_spec, observe_launched, run_data
+    from .._jobs import create_job_dir, created_state, launch_spec
     from .._store import supervision_claim
 
     client = ray_client_for(address)
@@ -230,18 +237,7 @@ def _run_on_ray(
 
         shutil.rmtree(job_dir, ignore_errors=True)
         raise
-    wait, until, forever = _observation(p)
-    state, waited_ms = observe_launched(job_dir, meta.job_id, wait=wait, until=until, forever=forever)
-    return run_data(
-        meta.job_id,
-        job_dir,
-        state,
-        tags=meta.tags,
-        env_vars=meta.env_vars,
-        elapsed_ms=int((time.monotonic() - clock) * 1000),
-        waited_ms=waited_ms,
-        max_bytes=p["max_bytes"],
-    )
+    return _observed(p, job_dir, meta.job_id, meta.tags, meta.env_vars, clock)
 
 
 def cmd_create(p: Params, g: Params) -> Result:
@@ -306,24 +302,13 @@ def _config_quietly(path: str | None) -> Any:
 
 def cmd_start(p: Params, g: Params) -> Result:
     from .._config import load_config
-    from .._jobs import masked_env_view, observe_launched, run_data, start_created
+    from .._jobs import masked_env_view, start_created
 
     gc_settings = _gc_settings(p, load_config(None))
     clock = time.monotonic()
     job_dir, meta = start_created(_root(g), p["job_id"], auto_gc=gc_settings)
     with job_dir:
-        wait, until, forever = _observation(p)
-        state, waited_ms = observe_launched(job_dir, job_dir.job_id, wait=wait, until=until, forever=forever)
-        data = run_data(
-            job_dir.job_id,
-            job_dir,
-            state,
-            tags=meta.tags,
-            env_vars=masked_env_view(meta),
-            elapsed_ms=int((time.monotonic() - clock) * 1000),
-            waited_ms=waited_ms,
-            max_bytes=p["max_bytes"],
-        )
+        data = _observed(p, job_dir, job_dir.job_id, meta.tags, masked_env_view(meta), clock)
     return "start", data
 
 
