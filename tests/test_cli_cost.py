@@ -8,12 +8,12 @@ supervisor lowers its priority for the housekeeping after a job's terminal recor
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
-import orjson
 import pytest
 
 from agent_exec._paths import resolve_root
@@ -109,21 +109,21 @@ def test_the_supervisor_spawns_without_heavy_imports() -> None:
     """What a pre-forked supervisor imports between the fork and the workload's spawn is
     on the critical path of ``run`` (it runs beside the CLI on the other core)."""
     code = """
-import re, sys
-from agent_exec._cli import main
-from agent_exec import _launch
+import sys
+from agent_exec import _jobs, _launch
 before = set(sys.modules)
 from agent_exec import _detached
 from agent_exec._spec import LaunchSpec
 from agent_exec._workload import note_resumed, start_workload, drive_until_ready
-import json
-print(json.dumps(sorted(set(sys.modules) - before)))
+from agent_exec import _spawn
+print(repr(sorted(set(sys.modules) - before)))
 """
     env = {key: value for key, value in os.environ.items() if key != "PYTHONSTARTUP"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=60, env=env)
-    imported = set(orjson.loads(proc.stdout.splitlines()[-1]))
+    imported = set(ast.literal_eval(proc.stdout.decode().splitlines()[-1]))
     heavy = {"dataclasses", "inspect", "typing", "logging", "setproctitle", "anyio", "asyncio", "orjson"}
     heavy.add("pathlib")  # the job directory arrives as a RootPath (LaunchSpec.from_json)
+    heavy |= {"subprocess", "selectors", "locale", "re", "json"}  # posix_spawn, select.poll, _json
     assert not imported & heavy, sorted(imported & heavy)
 
 

@@ -54,6 +54,12 @@ HEAVY = frozenset(
 #: The read commands build no ``Path`` (see ``_paths.RootPath``): pathlib costs a third of
 #: an interpreter start (urllib.parse, ipaddress, fnmatch, ntpath).
 NO_PATHLIB = frozenset({"pathlib", "urllib.parse", "ipaddress", "fnmatch"})
+#: ``json`` compiles regular expressions at import: ``re`` (with ``enum``'s share) costs a
+#: third of an interpreter start. JSON goes through the ``_json`` accelerator (``_codec``),
+#: and the ``agent-exec`` script is no ``[project.scripts]`` wrapper (those import ``re``).
+NO_REGEX = frozenset({"re", "json", "json.decoder", "json.encoder", "json.scanner"})
+#: What a command an agent calls between every step must not import.
+LOOP_CALL = FRAMEWORKS | HEAVY | NO_PATHLIB | NO_REGEX
 #: What every command parses and prints with.
 CORE = frozenset(
     {
@@ -90,18 +96,18 @@ class Budget(NamedTuple):
 
 
 BUDGETS: dict[str, Budget] = {
-    "status": Budget(lambda job: ["status", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
-    "tail": Budget(lambda job: ["tail", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
-    "wait": Budget(lambda job: ["wait", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
-    "kill": Budget(lambda job: ["kill", job], FRAMEWORKS | HEAVY | NO_PATHLIB, READ | {"agent_exec._kill"}),
-    "list": Budget(lambda job: ["list"], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
-    "ps": Budget(lambda job: ["ps"], FRAMEWORKS | HEAVY | NO_PATHLIB, READ),
+    "status": Budget(lambda job: ["status", job], LOOP_CALL, READ),
+    "tail": Budget(lambda job: ["tail", job], LOOP_CALL, READ),
+    "wait": Budget(lambda job: ["wait", job], LOOP_CALL, READ),
+    "kill": Budget(lambda job: ["kill", job], LOOP_CALL, READ | {"agent_exec._kill"}),
+    "list": Budget(lambda job: ["list"], LOOP_CALL, READ),
+    "ps": Budget(lambda job: ["ps"], LOOP_CALL, READ),
     # run/create/start hand the job to a detached supervisor over a socket pair (through
     # the ``_socket`` C module; the supervisor's own imports happen in its process, after
     # the fork); the thread waits for the job's end. A local ``run`` builds no Path either.
     "run": Budget(
         lambda job: ["run", "--", "true"],
-        FRAMEWORKS | HEAVY - {"threading"} | NO_PATHLIB,
+        FRAMEWORKS | HEAVY - {"threading"} | NO_PATHLIB | NO_REGEX,
         LAUNCH,
     ),
     "create": Budget(lambda job: ["create", "--", "true"], FRAMEWORKS | HEAVY, LAUNCH),

@@ -4,7 +4,11 @@ orjson is several times faster per document than the standard library's ``json``
 importing it costs more than starting the interpreter (its initialisation imports
 ``dataclasses``, ``inspect``, ``uuid``, ``platform``, ``enum`` and ``json``). A read
 command prints one small document after parsing one or two small files: there the
-standard library (whose import is a fraction of orjson's) is faster from start to exit.
+standard library is faster from start to exit, and faster still used through its C
+accelerator ``_json`` directly (the scanner and encoder ``json`` itself calls), since
+``json``'s own modules compile regular expressions at import: ``re`` and ``enum`` would
+cost a third of an interpreter start on every call. Indented state files are laid out
+here (``json`` does that in pure Python), with every scalar still encoded by ``_json``.
 Bulk work (``list`` over thousands of jobs, the supervisor, the library, ``serve``)
 imports orjson, and from then on every call here uses it.
 
@@ -46,22 +50,70 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid JSON constant {name}")  # orjson refuses NaN/Infinity too
 
 
+class _ScanContext:
+    """What ``_json.make_scanner`` reads off a ``json.JSONDecoder``: strict strings, plain
+    ``dict``/``float``/``int``, and no ``NaN``/``Infinity``."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_reject_constant)
+
+
+_JSON_WHITESPACE = " \t\n\r"
+
+
+def _scanner() -> Any:
+    """The standard library's C scanner (``json.scanner.c_make_scanner``) on its own:
+    ``json.decoder`` compiles regular expressions at import, and ``re`` with ``enum``
+    costs as much as a third of an interpreter start on a CLI call."""
+    global _decoder
+    if _decoder is None:  # one scanner for the process (json.loads with options makes one per call)
+        accelerator = _accelerator()
+        if accelerator is None:  # pragma: no cover - an interpreter without it
+            import json
+
+            _decoder = json.JSONDecoder(parse_constant=_reject_constant).scan_once  # type: ignore[attr-defined]
+        else:
+            _decoder = accelerator.make_scanner(_ScanContext())
+    return _decoder
+
+
 def loads(raw: bytes) -> Any:
     """Parse a JSON document; raise :class:`ValueError` if it is not valid JSON.
 
-    Both parsers refuse ``NaN``/``Infinity`` and invalid UTF-8.
+    Both parsers refuse ``NaN``/``Infinity`` and invalid UTF-8. A valid document is
+    parsed by the very C scanner ``json.loads`` uses; anything else is handed to
+    ``json.JSONDecoder`` itself, so that errors are exactly the standard library's.
     """
     if _loaded():
         import orjson
 
         return orjson.loads(raw)
-    global _decoder
-    if _decoder is None:  # one decoder for the process (json.loads with options makes one per call)
-        import json
-
-        _decoder = json.JSONDecoder(parse_constant=_reject_constant)
     try:
-        return _decoder.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        scan = _scanner()
+        start = len(text) - len(text.lstrip(_JSON_WHITESPACE))
+        document, end = scan(text, start)
+        if not text[end:].strip(_JSON_WHITESPACE):
+            return document
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except (StopIteration, ValueError, SystemError):
+        # Not valid JSON. (The scanner builds its error from ``json.decoder``, which it
+        # expects to be imported; when it is not, CPython 3.11 reports a ``SystemError``.)
+        pass
+    return _stdlib_loads(raw)
+
+
+def _stdlib_loads(raw: bytes) -> Any:
+    """``json.JSONDecoder.decode``: the document, or the standard library's error."""
+    import json
+
+    try:
+        return json.JSONDecoder(parse_constant=_reject_constant).decode(raw.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -114,13 +166,79 @@ def orjson_line(document: Any, *, sort_keys: bool = False) -> bytes:
 
 def stdlib_line(document: Any, *, sort_keys: bool = False) -> bytes:
     """:func:`dumps_line` with the standard library (for documents :func:`_plain` accepts)."""
-    import json
-
-    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys) + "\n"
+    text = _compact(document, sort_keys=sort_keys) + "\n"
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return _lossy(text)
+
+
+def _raise_not_serializable(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _compact(document: Any, *, sort_keys: bool = False, allow_nan: bool = True) -> str:
+    """``json.dumps(document, ensure_ascii=False, separators=(",", ":"))``, through the C
+    encoder that call uses (``json.encoder.c_make_encoder``) without importing
+    ``json.encoder`` and its regular expressions."""
+    accelerator = _accelerator()
+    if accelerator is None:  # pragma: no cover - an interpreter without it
+        import json
+
+        return json.dumps(
+            document, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys, allow_nan=allow_nan
+        )
+    if type(document) is str:
+        return accelerator.encode_basestring(document)  # type: ignore[no-any-return]
+    quote = accelerator.encode_basestring
+    encode = accelerator.make_encoder(
+        {}, _raise_not_serializable, quote, None, ":", ",", sort_keys, False, allow_nan
+    )
+    return "".join(encode(document, 0))
+
+
+_C_JSON: list[Any] = []
+
+
+def _accelerator() -> Any:
+    """The ``_json`` C module (``None`` on an interpreter without it), loaded once."""
+    if not _C_JSON:
+        try:
+            import _json
+        except ImportError:  # pragma: no cover
+            _C_JSON.append(None)
+        else:
+            _C_JSON.append(_json)
+    return _C_JSON[0]
+
+
+def _pretty(document: Any, depth: int, out: list[str]) -> None:
+    """``json.dumps(document, ensure_ascii=False, indent=2)`` for documents :func:`_plain`
+    accepts (the standard library writes indented JSON in pure Python, after importing
+    ``re``): containers here, scalars by the C encoder."""
+    kind = type(document)
+    if kind is dict and document:
+        inner = "\n" + "  " * (depth + 1)
+        out.append("{")
+        separator = inner
+        for key, value in document.items():
+            out.append(separator)
+            out.append(_compact(key))
+            out.append(": ")
+            _pretty(value, depth + 1, out)
+            separator = "," + inner
+        out.append("\n" + "  " * depth + "}")
+    elif (kind is list or kind is tuple) and document:
+        inner = "\n" + "  " * (depth + 1)
+        out.append("[")
+        separator = inner
+        for value in document:
+            out.append(separator)
+            _pretty(value, depth + 1, out)
+            separator = "," + inner
+        out.append("\n" + "  " * depth + "]")
+    else:
+        out.append(_compact(document))
 
 
 def dumps_compact(document: Any) -> bytes:
@@ -134,11 +252,8 @@ def dumps_compact(document: Any) -> bytes:
         import orjson
 
         return orjson.dumps(document)  # type: ignore[no-any-return]
-    import json
-
     try:
-        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        return text.encode("utf-8")
+        return _compact(document, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         import orjson
 
@@ -151,10 +266,10 @@ def dumps_pretty(document: Any) -> bytes:
         import orjson
 
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)  # type: ignore[no-any-return]
-    import json
-
+    out: list[str] = []
+    _pretty(document, 0, out)
     try:
-        return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
+        return "".join(out).encode("utf-8")
     except UnicodeEncodeError:  # refused as orjson refuses it (a TypeError naming the cause)
         import orjson
 

@@ -112,8 +112,6 @@ def supervisor_main(sock: _socket.socket) -> None:
     """
     relay = _SignalRelay()
     relay.install()
-    import json  # noqa: F401 - LaunchSpec.from_json parses JSON: loaded before the job comes
-
     from ._spec import LaunchSpec
     from ._workload import note_resumed
 
@@ -121,8 +119,9 @@ def supervisor_main(sock: _socket.socket) -> None:
 
     ready_r, ready_w = os.pipe()
     spawned = threading.Event()
+    wanted = threading.Event()  # the main thread waits for the event loop now
     warm_up: list[str] = []  # the process title, once the job is known
-    warming = _start_warm_up(ready_w, spawned, warm_up)
+    warming = _start_warm_up(ready_w, (spawned, wanted), warm_up)
     try:
         header, fds = _recv_with_fds(sock, HEADER_SIZE, 2)
         if len(header) < HEADER_SIZE:
@@ -151,23 +150,34 @@ def supervisor_main(sock: _socket.socket) -> None:
         _warm_up(ready_w, None, warm_up)
     holder: list[Any] = []
     try:
-        _run_job(spec, relay, lock_fd, ready_r, holder, spawned, warming)
+        _run_job(spec, relay, lock_fd, ready_r, holder, (spawned, wanted), warming)
     except BaseException as exc:
         _give_up(spec, relay, holder[0] if holder else None, lock_fd, exc)
 
 
-def _warm_up(ready_w: int, spawned: threading.Event | None, title: list[str]) -> None:
-    """Set the process title and load the event loop, once the workload is spawned
-    (``spawned``, if given).
+#: How long the event loop's import waits after the spawn, unless it is wanted sooner.
+WARM_UP_DELAY = 0.1
 
-    Waiting for the spawn keeps the GIL for the main thread from the hand-over to the
-    workload's start: importing anyio meanwhile doubled that step (the critical path of
-    ``run``), and ``setproctitle`` imports ``logging`` (milliseconds). The time until the
-    hand-over is no loss either: the launcher uses the other core then.
+#: The warm-up's cues: the workload was spawned; the main thread now waits for the loop.
+_Cues = tuple[threading.Event, threading.Event]
+
+
+def _warm_up(ready_w: int, cues: _Cues | None, title: list[str]) -> None:
+    """Set the process title and load the event loop, once the workload is spawned and
+    has run for :data:`WARM_UP_DELAY` (or as soon as the main thread waits for the loop).
+
+    The main thread has the GIL to itself meanwhile: from the hand-over to the spawn
+    (importing anyio then doubled that step, the critical path of ``run``; and
+    ``setproctitle`` imports ``logging``), and while a short job runs and is recorded
+    (each of the main thread's wake-ups otherwise waits for a switch interval, which
+    made streaming, reaping and the terminal write of ``run -- true`` ~4 ms slower). A
+    longer job loses nothing: its output is streamed synchronously until the loop is up.
     """
     try:
-        if spawned is not None:
+        if cues is not None:
+            spawned, wanted = cues
             spawned.wait()
+            wanted.wait(WARM_UP_DELAY)
         _set_title(title)
         import anyio._backends._asyncio  # noqa: F401 - what anyio.run needs
 
@@ -189,15 +199,15 @@ def _set_title(title: list[str]) -> None:
         pass
 
 
-def _start_warm_up(ready_w: int, spawned: threading.Event, title: list[str]) -> threading.Thread | None:
-    """Import anyio in a thread (from ``spawned`` on); ``None`` if no thread could be started.
+def _start_warm_up(ready_w: int, cues: _Cues, title: list[str]) -> threading.Thread | None:
+    """Import anyio in a thread (cued by ``cues``); ``None`` if no thread could be started.
 
     The thread is started before the job arrives, so that a process limit is known (and
     the event loop loaded inline) before anything is spawned.
     """
     sys.setswitchinterval(0.0005)  # hand the GIL back quickly while the import thread runs
     try:
-        args = (ready_w, spawned, title)
+        args = (ready_w, cues, title)
         thread = threading.Thread(target=_warm_up, args=args, name="warm-up", daemon=True)
         thread.start()
     except RuntimeError:
@@ -211,15 +221,16 @@ def _run_job(
     lock_fd: int | None,
     ready_r: int,
     holder: list[Any],
-    spawned: threading.Event,
+    cues: _Cues,
     warming: threading.Thread | None,
 ) -> None:
     from . import _workload
 
+    spawned, wanted = cues
     started = None
     if not _matches_output(spec):
         try:
-            outcome = _workload.start_workload(spec)
+            outcome = _workload.start_workload(spec, sole=True)
         finally:
             spawned.set()
         if isinstance(outcome, str):
@@ -233,6 +244,7 @@ def _run_job(
                 os.close(lock_fd)
             if _silent(spec):
                 _yield_cpu(warming)
+            wanted.set()
             os.read(ready_r, 1)
             _full_paths(spec)
             import anyio
@@ -249,6 +261,7 @@ def _run_job(
             relay.finished()
             if _silent(spec):
                 _yield_cpu(warming)
+            wanted.set()
             os.read(ready_r, 1)
             _full_paths(spec)
             import anyio
@@ -256,6 +269,7 @@ def _run_job(
             anyio.run(_after_job, spec, state)
             return
     spawned.set()
+    wanted.set()
     os.read(ready_r, 1)
     _full_paths(spec)
     import anyio

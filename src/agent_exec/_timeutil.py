@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 from ._errors import InvalidDuration
 
-#: Compiled on first use (``re``'s cache), not at import: most calls parse no duration.
-_DURATION = r"^(\d+)([dhms]?)$"
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
 
 
@@ -41,8 +38,13 @@ def now_ts() -> str:
 
 
 def parse_duration(text: str) -> int:
-    """Seconds in ``30d``/``24h``/``60m``/``3600s``/``3600``; raise :class:`InvalidDuration`."""
-    match = re.match(_DURATION, text.strip())
-    if match is None:
+    """Seconds in ``30d``/``24h``/``60m``/``3600s``/``3600``; raise :class:`InvalidDuration`.
+
+    (ASCII digits and an optional unit, tested without ``re``: its import costs a CLI
+    call milliseconds.)"""
+    stripped = text.strip()
+    unit = stripped[-1:] if stripped[-1:] in ("d", "h", "m", "s") else ""
+    digits = stripped[: len(stripped) - len(unit)]
+    if not (digits.isascii() and digits.isdigit()):
         raise InvalidDuration(text)
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return int(digits) * _UNIT_SECONDS[unit]

@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import selectors
-import subprocess
+import select
 import time
 from collections.abc import Callable
 
@@ -23,6 +22,10 @@ from ._process import build_argv, build_env, start_ticks
 from ._reserve import StateReserve
 from ._spec import LaunchSpec
 from ._timeutil import format_ts, now_ts
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: a detached supervisor imports this before its spawn
+if TYPE_CHECKING:
+    from typing import Any
 
 #: ``reason`` of a job whose directory was renamed or replaced (by whoever can write to the
 #: root) before its workload started: nothing is run for it.
@@ -105,21 +108,24 @@ class Workload:
         stderr: int,
         cwd: str | None,
         env: dict[str, str] | None,
+        sole: bool = False,
     ) -> None:
-        self._popen = subprocess.Popen(
-            argv,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=cwd,
-            env=env,
-            # Its own process group (signals reach the whole tree), not its own session:
-            # ``setsid`` also creates a scheduler autogroup, which costs 3-30 ms per spawn
-            # on a busy machine against ~0.4 ms for ``setpgid``. A detached supervisor is a
-            # session leader already, so a CLI job is off the caller's terminal either way.
-            process_group=0,
-        )
-        self.pid = self._popen.pid
+        # Its own process group (signals reach the whole tree), not its own session:
+        # ``setsid`` also creates a scheduler autogroup, which costs 3-30 ms per spawn on a
+        # busy machine against ~0.4 ms for ``setpgid``. A detached supervisor is a session
+        # leader already, so a CLI job is off the caller's terminal either way.
+        if sole:  # a detached supervisor: see _spawn
+            from ._spawn import spawn
+
+            self._popen: Any = None
+            self.pid = spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
+        else:
+            import subprocess
+
+            self._popen = subprocess.Popen(
+                argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, process_group=0
+            )
+            self.pid = self._popen.pid
         self.returncode: int | None = None
         #: ``time.monotonic()`` when the exit was collected (or when it happened, if
         #: ``exit_from_scheduler``: see :func:`exit_age`).
@@ -146,7 +152,9 @@ class Workload:
         self.collected_clock = time.monotonic()
         self.exited_clock = self.collected_clock - (age or 0.0)
         self.exit_from_scheduler = age is not None
-        self.returncode = self._popen.returncode = os.waitstatus_to_exitcode(status)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        if self._popen is not None:  # reaped here: Popen must not wait for it again
+            self._popen.returncode = self.returncode
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
@@ -245,9 +253,12 @@ def _inherits_unchanged(spec: LaunchSpec) -> bool:
     )
 
 
-def start_workload(spec: LaunchSpec) -> Started | str:
+def start_workload(spec: LaunchSpec, *, sole: bool = False) -> Started | str:
     """Open the logs, spawn the workload and record it ``running`` with its pid (blocking
     work, run in a worker thread or before the event loop exists).
+
+    ``sole``: this process exists for this workload alone (a detached supervisor before
+    its event loop), so it may spawn the way :mod:`~agent_exec._spawn` does.
 
     Returns the running workload with its pipes, or the ``reason`` it could not start.
     """
@@ -300,6 +311,7 @@ def start_workload(spec: LaunchSpec) -> Started | str:
             stderr=pipes[1].write_fd,
             cwd=spec.cwd,
             env=env,
+            sole=sole,
         )
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         writer.close()
@@ -456,22 +468,29 @@ def drive_until_ready(started: Started, ready_fd: int) -> int | None:
     bounded drain deals with descendants that keep the pipes open).
     """
     process = started.process
-    with selectors.DefaultSelector() as selector:
-        for pipe in started.pipes:
-            selector.register(pipe.read_fd, selectors.EVENT_READ, pipe)
-        if process.pidfd >= 0:
-            selector.register(process.pidfd, selectors.EVENT_READ, "exit")
-        selector.register(ready_fd, selectors.EVENT_READ, "ready")
-        while True:
-            if not process.reap():
-                started.last_alive = time.monotonic()
-            elif all(pipe.at_eof for pipe in started.pipes):
-                return process.returncode
-            for key, _ in selector.select(HEARTBEAT if process.pidfd >= 0 else 0.01):
-                if key.data == "ready":
-                    return None
-                if key.data == "exit":
-                    selector.unregister(key.fd)
-                    process.reap()
-                elif isinstance(key.data, OutputPipe) and not key.data.read_available(started.writer):
-                    selector.unregister(key.fd)
+    # ``select.poll`` itself: ``selectors`` costs a detached supervisor an import before
+    # its spawn. Any event counts as readable: a pipe at end of file reports POLLHUP only.
+    poller = select.poll()
+    watched: dict[int, OutputPipe | str] = {}
+    for pipe in started.pipes:
+        watched[pipe.read_fd] = pipe
+    if process.pidfd >= 0:
+        watched[process.pidfd] = "exit"
+    watched[ready_fd] = "ready"
+    for fd in watched:
+        poller.register(fd, select.POLLIN)
+    timeout_ms = int((HEARTBEAT if process.pidfd >= 0 else 0.01) * 1000)
+    while True:
+        if not process.reap():
+            started.last_alive = time.monotonic()
+        elif all(pipe.at_eof for pipe in started.pipes):
+            return process.returncode
+        for fd, _ in poller.poll(timeout_ms):
+            what = watched[fd]
+            if what == "ready":
+                return None
+            if what == "exit":
+                poller.unregister(fd)
+                process.reap()
+            elif isinstance(what, OutputPipe) and not what.read_available(started.writer):
+                poller.unregister(fd)

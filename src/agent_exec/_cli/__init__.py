@@ -94,8 +94,6 @@ def main(argv: list[str] | None = None) -> None:
         # Fork the job's supervisor now, so that its start-up overlaps ours on the other
         # core (see _launch), but after the modules both processes need: the supervisor
         # inherits them instead of importing them a second time.
-        import json  # noqa: F401 - both write and parse JSON before the hand-over
-
         from .. import _jobs  # noqa: F401
         from .._launch import prefork
 
