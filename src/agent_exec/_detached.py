@@ -244,12 +244,7 @@ def _run_job(
                 os.close(lock_fd)
             if _silent(spec):
                 _yield_cpu(warming)
-            wanted.set()
-            os.read(ready_r, 1)
-            _full_paths(spec)
-            import anyio
-
-            anyio.run(_after_job, spec, state)
+            _load_loop(spec, ready_r, wanted, None).run(_after_job, spec, state)
             return
         started = outcome
         holder.append(started)
@@ -261,20 +256,25 @@ def _run_job(
             relay.finished()
             if _silent(spec):
                 _yield_cpu(warming)
-            wanted.set()
-            os.read(ready_r, 1)
-            _full_paths(spec)
-            import anyio
-
-            anyio.run(_after_job, spec, state)
+            _load_loop(spec, ready_r, wanted, started).run(_after_job, spec, state)
             return
     spawned.set()
+    anyio = _load_loop(spec, ready_r, wanted, started)
+    anyio.run(_supervise_and_collect, relay, spec, lock_fd, started)
+
+
+def _load_loop(spec: LaunchSpec, ready_r: int, wanted: threading.Event, started: Started | None) -> Any:
+    """Wait for the warm-up (asking for it now), give the event loop the descriptors held
+    for it since the spawn (see ``_spawn.hold_room``), and return ``anyio`` (imported here
+    if the warm-up could not)."""
     wanted.set()
     os.read(ready_r, 1)
+    if started is not None:
+        started.process.release_room()
     _full_paths(spec)
     import anyio
 
-    anyio.run(_supervise_and_collect, relay, spec, lock_fd, started)
+    return anyio
 
 
 def _full_paths(spec: LaunchSpec) -> None:

@@ -59,6 +59,29 @@ def find_program(name: str, env: Mapping[str, str] | None) -> str:
     raise refused or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
+#: Descriptors an event loop opens (epoll and its self-pipe's two ends).
+LOOP_DESCRIPTORS = 3
+
+
+def hold_room() -> list[int]:
+    """Hold :data:`LOOP_DESCRIPTORS` descriptors for the supervisor's event loop, from
+    before the spawn until the loop is loaded.
+
+    Under a tight ``ulimit -n`` a workload must not be started that its supervisor could
+    then not supervise (it would have to kill it again): the spawn fails instead, as
+    ``Popen``'s did for want of its error pipe. Raises ``OSError`` (``EMFILE``).
+    """
+    held: list[int] = []
+    try:
+        for _ in range(LOOP_DESCRIPTORS):
+            held.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))  # noqa: PERF401 - keep what opened
+    except OSError as exc:
+        for fd in held:
+            os.close(fd)
+        raise OSError(exc.errno, exc.strerror) from None  # no room: not a /dev/null problem
+    return held
+
+
 def _inherit_nothing() -> None:
     """Make every descriptor above 2 close-on-exec (``Popen``'s ``close_fds``)."""
     try:

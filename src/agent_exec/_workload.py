@@ -114,11 +114,18 @@ class Workload:
         # ``setsid`` also creates a scheduler autogroup, which costs 3-30 ms per spawn on a
         # busy machine against ~0.4 ms for ``setpgid``. A detached supervisor is a session
         # leader already, so a CLI job is off the caller's terminal either way.
+        #: Descriptors held for the detached supervisor's event loop (``_spawn.hold_room``).
+        self.room: list[int] = []
         if sole:  # a detached supervisor: see _spawn
-            from ._spawn import spawn
+            from ._spawn import hold_room, spawn
 
             self._popen: Any = None
-            self.pid = spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
+            self.room = hold_room()
+            try:
+                self.pid = spawn(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env)
+            except BaseException:
+                self.release_room()
+                raise
         else:
             import subprocess
 
@@ -136,6 +143,11 @@ class Workload:
             self.pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
             self.pidfd = -1
+
+    def release_room(self) -> None:
+        for fd in self.room:
+            os.close(fd)
+        self.room.clear()
 
     def reap(self) -> bool:
         """Collect the exit status if the process has exited (never blocks)."""
