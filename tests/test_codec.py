@@ -8,6 +8,7 @@ must agree on every document agent-exec can print.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
@@ -141,3 +142,35 @@ def test_cli_prints_a_non_utf8_job_id_as_json_not_a_traceback(cli: Cli) -> None:
     doc = result.doc
     assert doc["error"]["code"] == "job_not_found"
     assert doc["error"]["message"] == "job not found: \ufffd"
+
+
+def _random_document(rng: random.Random, depth: int = 0) -> object:
+    kind = rng.randrange(8 if depth < 4 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.random() < 0.5
+    if kind == 2:
+        return rng.choice([0, -1, 7, 2**63 - 1, -(2**63), rng.randrange(-(10**12), 10**12)])
+    if kind in (3, 4):
+        alphabet = 'ab "\\/\n\t\x00\x1f\x7f é€😀\u2028'
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(6)))
+    if kind == 5:
+        return [_random_document(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = [str(_random_document(rng, 4)) for _ in range(rng.randrange(4))]
+    return {key: _random_document(rng, depth + 1) for key in keys}
+
+
+def test_the_accelerator_paths_write_what_json_writes() -> None:
+    """``_codec`` calls the ``_json`` C module directly and lays out indented files itself:
+    byte for byte what ``json.dumps`` writes, and ``loads`` reads it back."""
+    rng = random.Random(20261202)
+    for _ in range(2000):
+        document = _random_document(rng)
+        compact = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        assert _codec.stdlib_line(document) == (compact + "\n").encode()
+        assert _codec._compact(document, allow_nan=False) == compact
+        pretty = json.dumps(document, ensure_ascii=False, indent=2).encode()
+        assert _codec._pretty_bytes(document) == pretty
+        assert _codec._accelerated_loads(pretty) == document
+        assert _codec._accelerated_loads(compact.encode()) == document

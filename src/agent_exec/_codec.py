@@ -92,6 +92,11 @@ def loads(raw: bytes) -> Any:
         import orjson
 
         return orjson.loads(raw)
+    return _accelerated_loads(raw)
+
+
+def _accelerated_loads(raw: bytes) -> Any:
+    """:func:`loads` through ``_json``'s scanner (see the module docstring)."""
     try:
         text = raw.decode("utf-8")
         scan = _scanner()
@@ -260,16 +265,21 @@ def dumps_compact(document: Any) -> bytes:
         return orjson.dumps(document)  # type: ignore[no-any-return]
 
 
+def _pretty_bytes(document: Any) -> bytes:
+    """``json.dumps(document, ensure_ascii=False, indent=2)`` in UTF-8, for a :func:`_plain` document."""
+    out: list[str] = []
+    _pretty(document, 0, out)
+    return "".join(out).encode("utf-8")
+
+
 def dumps_pretty(document: Any) -> bytes:
     """Two-space indented JSON without a trailing newline (the state-file layout)."""
     if _loaded() or not _plain(document):
         import orjson
 
         return orjson.dumps(document, option=orjson.OPT_INDENT_2)  # type: ignore[no-any-return]
-    out: list[str] = []
-    _pretty(document, 0, out)
     try:
-        return "".join(out).encode("utf-8")
+        return _pretty_bytes(document)
     except UnicodeEncodeError:  # refused as orjson refuses it (a TypeError naming the cause)
         import orjson
 
