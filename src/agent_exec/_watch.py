@@ -1,17 +1,21 @@
 """Watching a running workload: its output pipes drained into the logs, its exit noticed.
 
-On asyncio this is done the way asyncio's own subprocess transports do it: plain reader
-callbacks on the event loop (``add_reader``), no task and no future per descriptor. A
-runner supervising thousands of short jobs spends most of its time in that bookkeeping, and
-three tasks per job (two pipes and the exit) cost more than spawning the job itself. Other
-event loops (trio) get the portable version: one task per pipe, and the exit awaited through
-the pidfd.
+This is done the way asyncio's own subprocess transports do it: plain reader callbacks
+(``add_reader``), no task and no future per descriptor. A runner supervising thousands of
+short jobs spends most of its time in that bookkeeping, and three tasks per job (two pipes
+and the exit) cost more than spawning the job itself. On asyncio the callbacks are the
+event loop's own; trio has no reader callbacks, so one ``epoll`` per trio run, watched by a
+single system task, dispatches them (:class:`_TrioReactor`). Without a pidfd (old kernels)
+the portable version stays: one task per pipe, and the exit polled.
 """
 
 from __future__ import annotations
 
+import select
 import sys
+import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -66,8 +70,87 @@ class Watch:
         """Stop watching (the pump tasks end with their task group)."""
 
 
+class _Readers(Protocol):
+    """What :class:`_LoopWatch` needs of an event loop (asyncio's loops have it)."""
+
+    def add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> None: ...
+
+    def remove_reader(self, fd: int) -> object: ...
+
+
+#: How long the trio reactor runs callbacks before it lets other tasks run (asyncio runs
+#: each callback as a step of its own).
+STEP_BUDGET = 0.002
+
+
+class _TrioReactor:
+    """``add_reader``/``remove_reader`` for trio: one level-triggered ``epoll`` holding every
+    watched descriptor of the run, and one system task that waits for it and calls the
+    callbacks of the ready descriptors, once per loop iteration, as asyncio does."""
+
+    def __init__(self) -> None:
+        import trio
+
+        self._epoll = select.epoll()
+        self._callbacks: dict[int, tuple[Callable[..., object], tuple[Any, ...]]] = {}
+        trio.lowlevel.spawn_system_task(self._dispatch, name="agent-exec readers")
+
+    def add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> None:
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except FileExistsError:  # replacing the callback of a watched descriptor
+            self._epoll.modify(fd, select.EPOLLIN)
+        self._callbacks[fd] = (callback, args)
+
+    def remove_reader(self, fd: int) -> bool:
+        if self._callbacks.pop(fd, None) is None:
+            return False
+        try:
+            self._epoll.unregister(fd)
+        except OSError:  # already closed: the kernel dropped it from the set
+            pass
+        return True
+
+    async def _dispatch(self) -> None:
+        import trio
+
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._epoll.fileno())
+                deadline = time.perf_counter() + STEP_BUDGET
+                for fd, _ in self._epoll.poll(0):
+                    entry = self._callbacks.get(fd)
+                    if entry is not None:  # (removed by an earlier callback of this round)
+                        entry[0](*entry[1])  # never raises: the watch's callbacks catch all
+                    if time.perf_counter() > deadline:
+                        # Let other tasks run; what is still ready is reported again (level-
+                        # triggered, and epoll reports the ready in turn).
+                        await trio.lowlevel.checkpoint()
+                        break
+        finally:
+            self._epoll.close()
+
+
+_REACTOR: Any = None  # a trio.lowlevel.RunVar, made on first use (trio imported then)
+
+
+def _trio_reactor() -> _TrioReactor:
+    """The reactor of the current trio run, started on first use."""
+    global _REACTOR
+    import trio
+
+    if _REACTOR is None:
+        _REACTOR = trio.lowlevel.RunVar("agent_exec_readers")
+    try:
+        reactor: _TrioReactor = _REACTOR.get()
+    except LookupError:
+        reactor = _TrioReactor()
+        _REACTOR.set(reactor)
+    return reactor
+
+
 class _LoopWatch(Watch):
-    """asyncio: reader callbacks instead of tasks (see the module docstring)."""
+    """Reader callbacks instead of tasks (see the module docstring)."""
 
     has_tasks = False
 
@@ -77,11 +160,10 @@ class _LoopWatch(Watch):
         pipes: list[OutputPipe],
         writer: LogWriter,
         on_output: Callable[[], None] | None,
+        readers: _Readers,
     ) -> None:
         super().__init__(process, pipes, writer, on_output)
-        import asyncio
-
-        self._loop = asyncio.get_running_loop()
+        self._loop = readers
         self._exited = anyio.Event()
         self._readers: set[int] = set()
         #: An exception raised inside a callback, re-raised by the waiting task.
@@ -165,10 +247,14 @@ def start_watch(
     """Start watching ``process`` and draining ``pipes`` into ``writer`` (``on_output``
     after each chunk is in the logs); :meth:`Watch.close` when done."""
     watch: Watch
-    if _on_asyncio():
-        watch = _LoopWatch(process, pipes, writer, on_output)
-    else:
+    if process.pidfd < 0:  # no pidfd (old kernel): tasks, and the exit polled
         watch = Watch(process, pipes, writer, on_output)
+    elif _on_asyncio():
+        import asyncio
+
+        watch = _LoopWatch(process, pipes, writer, on_output, asyncio.get_running_loop())
+    else:
+        watch = _LoopWatch(process, pipes, writer, on_output, _trio_reactor())
     watch.start(task_group)
     return watch
 
