@@ -222,26 +222,19 @@ def _pretty(document: Any, depth: int, out: list[str]) -> None:
     accepts (the standard library writes indented JSON in pure Python, after importing
     ``re``): containers here, scalars by the C encoder."""
     kind = type(document)
-    if kind is dict and document:
+    if (kind is dict or kind is list or kind is tuple) and document:
         inner = "\n" + "  " * (depth + 1)
-        out.append("{")
+        out.append("{" if kind is dict else "[")
         separator = inner
-        for key, value in document.items():
+        for item in document.items() if kind is dict else document:
             out.append(separator)
-            out.append(_compact(key))
-            out.append(": ")
-            _pretty(value, depth + 1, out)
+            if kind is dict:
+                key, item = item
+                out.append(_compact(key))
+                out.append(": ")
+            _pretty(item, depth + 1, out)
             separator = "," + inner
-        out.append("\n" + "  " * depth + "}")
-    elif (kind is list or kind is tuple) and document:
-        inner = "\n" + "  " * (depth + 1)
-        out.append("[")
-        separator = inner
-        for value in document:
-            out.append(separator)
-            _pretty(value, depth + 1, out)
-            separator = "," + inner
-        out.append("\n" + "  " * depth + "]")
+        out.append("\n" + "  " * depth + ("}" if kind is dict else "]"))
     else:
         out.append(_compact(document))
 

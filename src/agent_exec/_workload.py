@@ -110,12 +110,12 @@ class Workload:
         env: dict[str, str] | None,
         sole: bool = False,
     ) -> None:
-        # Its own process group (signals reach the whole tree), not its own session:
-        # ``setsid`` also creates a scheduler autogroup, which costs 3-30 ms per spawn on a
-        # busy machine against ~0.4 ms for ``setpgid``. A detached supervisor is a session
-        # leader already, so a CLI job is off the caller's terminal either way.
         #: Descriptors held for the detached supervisor's event loop (``_spawn.hold_room``).
         self.room: list[int] = []
+        # Either way the workload gets its own process group (signals reach the whole tree),
+        # not its own session: ``setsid`` also creates a scheduler autogroup, which costs
+        # 3-30 ms per spawn on a busy machine against ~0.4 ms for ``setpgid``. A detached
+        # supervisor is a session leader already, so a CLI job is off the caller's terminal.
         if sole:  # a detached supervisor: see _spawn
             from ._spawn import hold_room, spawn
 
